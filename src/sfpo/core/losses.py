@@ -1,0 +1,151 @@
+"""Clipped policy-gradient losses (PPO/GRPO, DAPO clip-higher, Dr.GRPO, GSPO) as pure functions.
+
+``policy_loss`` returns ``(loss, metrics)``; it never calls ``backward`` and holds no state. Aggregation over
+tokens is explicit, and a ``normalizer`` makes micro-batched gradient accumulation equal to the full batch.
+Computing log-probs and entropies from logits is the caller's job (helpers below); no model code lives here.
+
+Shapes: B = responses in the (micro-)batch, T = response length (padded); masks are 1 on response tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+__all__ = ["LossConfig", "AGGREGATIONS", "policy_loss", "aggregate", "loss_normalizer", "token_logprobs",
+           "entropy_from_logits"]
+
+Aggregation = Literal["token_mean", "seq_mean_token_mean", "constant_length"]
+AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "constant_length")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The base policy objective. Presets: GRPO = defaults; DAPO = ``clip_high=0.28``, token_mean;
+    Dr.GRPO = ``aggregation="constant_length"`` (+ Dr.GRPO advantages); GSPO = ``ratio_level="sequence"``
+    with ``clip_low=3e-4, clip_high=4e-4`` and seq_mean_token_mean."""
+
+    clip_low: float = 0.2
+    """ε_low: ratios below 1-ε_low stop contributing gradient for negative advantages."""
+    clip_high: float | None = None
+    """ε_high (DAPO clip-higher); None means ε_high = ε_low."""
+    ratio_level: Literal["token", "sequence"] = "token"
+    """"token": per-token ratio (PPO/GRPO); "sequence": GSPO's length-normalised sequence ratio."""
+    aggregation: Aggregation = "token_mean"
+    """How per-token losses become one number: mean over all tokens of the batch, mean over responses of the
+    per-response token mean (original GRPO), or sum divided by responses × ``max_length`` (Dr.GRPO)."""
+    max_length: int | None = None
+    """The constant for ``constant_length`` aggregation (usually the generation limit)."""
+    kl_coef: float = 0.0
+    """β: weight of the k3 KL estimate to the reference policy; 0 disables it (the SFPO paper's setting)."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus (subtracted from the loss); the SFPO paper uses 0.001."""
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {self.aggregation!r}; known: {AGGREGATIONS}")
+        if self.ratio_level not in ("token", "sequence"):
+            raise ValueError(f"ratio_level must be 'token' or 'sequence', got {self.ratio_level!r}")
+        if self.aggregation == "constant_length" and not self.max_length:
+            raise ValueError("aggregation='constant_length' (Dr.GRPO) needs max_length, the constant divisor")
+        if self.clip_low < 0 or (self.clip_high is not None and self.clip_high < 0):
+            raise ValueError("clip ranges must be >= 0")
+
+
+def loss_normalizer(aggregation: str, mask: torch.Tensor) -> float:
+    """The denominator ``aggregate`` uses for ``mask``: pass the value computed on a whole mini-batch to each of
+    its micro-batches so that the accumulated gradient equals the full mini-batch's."""
+    if aggregation == "token_mean":
+        return float(mask.sum())
+    return float(mask.shape[0])
+
+
+def aggregate(values: torch.Tensor, mask: torch.Tensor, aggregation: str, max_length: int | None = None,
+              normalizer: float | None = None) -> torch.Tensor:
+    """Reduce per-token ``values`` (B, T) to a scalar. ``normalizer`` overrides the batch's own count
+    (tokens for token_mean, responses otherwise); see ``loss_normalizer``."""
+    mask = mask.to(values.dtype)
+    if aggregation == "token_mean":
+        denom = normalizer if normalizer is not None else mask.sum()
+        return (values * mask).sum() / torch.clamp_min(torch.as_tensor(denom, dtype=values.dtype), 1.0)
+    n_seq = normalizer if normalizer is not None else mask.shape[0]
+    if aggregation == "seq_mean_token_mean":
+        per_seq = (values * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)  # (B,)
+        return per_seq.sum() / max(n_seq, 1)
+    if aggregation == "constant_length":
+        if not max_length:
+            raise ValueError("constant_length aggregation needs max_length")
+        return (values * mask).sum() / (max_length * max(n_seq, 1))
+    raise ValueError(f"unknown aggregation {aggregation!r}; known: {AGGREGATIONS}")
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    return float((values * mask).sum() / mask.sum().clamp_min(1.0))
+
+
+def policy_loss(
+    logprobs: torch.Tensor,  # (B, T) log π_θ(o_t | ...) of the sampled tokens, with grad
+    old_logprobs: torch.Tensor,  # (B, T) log π_θ0 at the rollout policy, no grad
+    advantages: torch.Tensor,  # (B,) one advantage per response
+    mask: torch.Tensor,  # (B, T) 1 on response tokens
+    cfg: LossConfig = LossConfig(),
+    *,
+    ref_logprobs: torch.Tensor | None = None,  # (B, T) reference policy, needed when kl_coef > 0
+    entropy: torch.Tensor | None = None,  # (B, T) token entropies of π_θ, needed when entropy_coef > 0
+    normalizer: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The clipped surrogate  -min(r A, clip(r, 1-ε_low, 1+ε_high) A)  (+ β·KL_k3 − c·H), aggregated."""
+    mask = mask.to(logprobs.dtype)
+    adv = advantages.to(logprobs.dtype).unsqueeze(-1)  # (B, 1)
+    log_ratio = logprobs - old_logprobs  # (B, T)
+    if cfg.ratio_level == "sequence":
+        # GSPO: s_i = exp(mean_t log-ratio), the same value on every token of response i.
+        seq_log_ratio = (log_ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp_min(1.0)
+        log_ratio = seq_log_ratio.expand_as(logprobs)
+    ratio = torch.exp(log_ratio)
+    clip_high = cfg.clip_low if cfg.clip_high is None else cfg.clip_high
+    clipped = torch.clamp(ratio, 1.0 - cfg.clip_low, 1.0 + clip_high)
+    per_token = -torch.min(ratio * adv, clipped * adv)  # (B, T)
+    metrics: dict[str, float] = {}
+    with torch.no_grad():
+        low = (ratio < 1.0 - cfg.clip_low) & (adv < 0)
+        high = (ratio > 1.0 + clip_high) & (adv > 0)
+        metrics["clip_ratio/low"] = _masked_mean(low.to(mask.dtype), mask)
+        metrics["clip_ratio/high"] = _masked_mean(high.to(mask.dtype), mask)
+        metrics["clip_ratio/region_mean"] = metrics["clip_ratio/low"] + metrics["clip_ratio/high"]
+        metrics["ratio/mean"] = _masked_mean(ratio, mask)
+    if cfg.kl_coef:
+        if ref_logprobs is None:
+            raise ValueError("kl_coef > 0 needs ref_logprobs")
+        delta = ref_logprobs - logprobs
+        kl = torch.exp(delta) - delta - 1.0  # k3 estimator of KL(π_θ || π_ref), >= 0
+        per_token = per_token + cfg.kl_coef * kl
+        metrics["kl"] = _masked_mean(kl.detach(), mask)
+    if entropy is not None:
+        metrics["entropy"] = _masked_mean(entropy.detach(), mask)
+    if cfg.entropy_coef:
+        if entropy is None:
+            raise ValueError("entropy_coef > 0 needs entropy")
+        per_token = per_token - cfg.entropy_coef * entropy
+    loss = aggregate(per_token, mask, cfg.aggregation, cfg.max_length, normalizer)
+    return loss, metrics
+
+
+def token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / T) gathered at ``token_ids``: (B, T, V), (B, T) -> (B, T), in float32."""
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    picked = torch.gather(logits, -1, token_ids.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Token entropy H = logsumexp(z) - Σ softmax(z) z: (B, T, V) -> (B, T), in float32."""
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    probs = torch.softmax(logits, dim=-1)
+    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)

@@ -1,0 +1,264 @@
+"""The SFPO update (Wang et al., arXiv 2510.04072, Algorithm 1): snapshot θ0 → K fast passes → reposition →
+one slow pass, all on the same rollout batch.
+
+It is optimizer- and framework-agnostic: "one pass of the base update on this batch" (GRPO, DAPO, ... over all
+mini-batches, optimizer steps included) is a callable the caller owns. This module only decides *where* that
+pass starts. It keeps exactly one extra copy of the trainable parameters (the anchor θ0, optionally on another
+device), repositions in place, and never touches frozen parameters. It does not generate, score or compute
+losses.
+
+With SGD of step η the whole step reads (the paper's unified form)
+
+    θ^{s+1} = θ^{s,0} − η [ α Σ_{k<K} ∇L(θ^{s,k}) + ∇L(θ̃) ],   θ̃ = θ^{s,0} + α (θ^{s,K} − θ^{s,0}).
+
+Two ways to drive it:
+- ``update.step(base_pass)`` runs a whole training step;
+- ``begin(active)`` / ``record_pass(loss)`` / ``end()`` let a framework whose loop owns the passes (TRL) report
+  each pass as it finishes; the reposition happens inside ``record_pass`` after the K-th fast pass.
+  ``state_dict`` taken between any two calls resumes the cycle exactly (the anchor travels with it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Callable, Iterable, Literal, Mapping
+
+import torch
+
+__all__ = ["SlowFastUpdate", "OPTIMIZER_STATE_POLICIES", "LR_STEPPING"]
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZER_STATE_POLICIES = ("carry", "reset", "restore")
+LR_STEPPING = ("train_step", "optimizer_step")
+Phase = Literal["idle", "fast", "slow", "done"]
+
+
+def _pass_loss(result: Any) -> float:
+    """A pass may return a loss (tensor or float), a metrics dict holding "loss", or None."""
+    if isinstance(result, Mapping):
+        result = result.get("loss")
+    if result is None:
+        return math.nan
+    return float(result.detach()) if isinstance(result, torch.Tensor) else float(result)
+
+
+class SlowFastUpdate:
+    """Slow-Fast Policy Optimization around any base update.
+
+    Args:
+        params: the parameters the optimizer updates; those with ``requires_grad=False`` are ignored (never
+            copied, never repositioned). With PEFT/LoRA pass the model and only adapters are trainable.
+        inner_steps: K, the number of fast passes over the batch (Stage I). 0 makes every step a plain pass.
+        alpha: α, the reposition coefficient θ̃ = θ0 + α(θK − θ0) (Stage II). 0 skips Stage I entirely, as
+            Algorithm 1 does, so the step is exactly one plain pass; 1 keeps θK (K+1 plain passes).
+        optimizer: needed for ``optimizer_state`` other than "carry" and for LR stepping.
+        optimizer_state: what the optimizer state does at the reposition. "carry" (official code): moments
+            and step counts run on untouched. "reset": forget the state of the trainable parameters, as a fresh
+            optimizer. "restore": put back the state saved at θ0, so the slow pass starts from the optimizer
+            state the step started with (costs one copy of that state).
+        scheduler: an LR scheduler stepped by this object, per ``lr_stepping``; None if the caller steps it.
+        lr_stepping: "train_step" (official): once per training step, after the slow pass; "optimizer_step":
+            after every optimizer step (through an optimizer step hook), fast passes included.
+        anchor_device: where θ0 lives; "cpu" offloads it from an accelerator (pinned when possible).
+        track_drift: compute ``sfpo/drift_norm`` (‖θK − θ0‖); costs a read of both copies per step.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | torch.nn.Module,
+        *,
+        inner_steps: int = 3,
+        alpha: float = 0.8,
+        optimizer: torch.optim.Optimizer | None = None,
+        optimizer_state: str = "carry",
+        scheduler: Any | None = None,
+        lr_stepping: str = "train_step",
+        anchor_device: str | torch.device | None = None,
+        track_drift: bool = True,
+    ) -> None:
+        if isinstance(params, torch.nn.Module):
+            params = params.parameters()
+        self.params: list[torch.Tensor] = [p for p in params if p.requires_grad]
+        if not self.params:
+            raise ValueError("SlowFastUpdate got no trainable parameters (all have requires_grad=False)")
+        if inner_steps < 0:
+            raise ValueError(f"inner_steps (K) must be >= 0, got {inner_steps}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1] (θ̃ between θ0 and θK), got {alpha}")
+        if optimizer_state not in OPTIMIZER_STATE_POLICIES:
+            raise ValueError(f"optimizer_state must be one of {OPTIMIZER_STATE_POLICIES}, got {optimizer_state!r}")
+        if lr_stepping not in LR_STEPPING:
+            raise ValueError(f"lr_stepping must be one of {LR_STEPPING}, got {lr_stepping!r}")
+        if optimizer is None and (optimizer_state != "carry" or scheduler is not None):
+            raise ValueError(f"optimizer_state={optimizer_state!r} or a scheduler needs the optimizer")
+        self.inner_steps = inner_steps
+        self.alpha = alpha
+        self.optimizer = optimizer
+        self.optimizer_state = optimizer_state
+        self.scheduler = scheduler
+        self.lr_stepping = lr_stepping
+        self.anchor_device = torch.device(anchor_device) if anchor_device is not None else None
+        self.track_drift = track_drift
+        self._anchor: list[torch.Tensor] | None = None
+        self._saved_opt_state: dict[int, dict[str, Any]] | None = None
+        self._reset()
+        if scheduler is not None and lr_stepping == "optimizer_step":
+            optimizer.register_step_post_hook(lambda *_: scheduler.step())
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+    def _reset(self) -> None:
+        self.phase: Phase = "idle"
+        self.fast_done = 0
+        self.metrics: dict[str, float] = {}
+
+    @property
+    def runs_stage_one(self) -> bool:
+        return self.inner_steps > 0 and self.alpha > 0.0
+
+    def begin(self, active: bool = True) -> None:
+        """Start a training step at θ^{s,0}. ``active=False`` (switched off) makes it one plain pass."""
+        if self.phase != "idle":
+            raise RuntimeError(f"begin() called in phase {self.phase!r}; finish the step with end() first")
+        sfpo_on = active and self.runs_stage_one
+        self.metrics = {"sfpo/active": float(active), "sfpo/alpha": self.alpha if sfpo_on else 0.0}
+        if sfpo_on:
+            self._snapshot()
+            self.phase = "fast"
+        else:
+            self.phase = "slow"
+
+    def record_pass(self, loss: Any = None) -> None:
+        """Report that one pass of the base update finished (its loss, for the metrics)."""
+        value = _pass_loss(loss)
+        if self.phase == "fast":
+            self.fast_done += 1
+            if self.fast_done == 1:
+                self.metrics["sfpo/loss_first_fast"] = value
+            if self.fast_done == self.inner_steps:
+                self.metrics["sfpo/loss_last_fast"] = value
+                self.reposition()
+                self.phase = "slow"
+        elif self.phase == "slow":
+            self.metrics["sfpo/loss_slow"] = value
+            self.phase = "done"
+        else:
+            raise RuntimeError(f"record_pass() in phase {self.phase!r}: call begin() first")
+
+    def end(self) -> dict[str, float]:
+        """Close the step (after the slow pass); steps the scheduler if it is ours, returns the metrics."""
+        if self.phase != "done":
+            raise RuntimeError(f"end() in phase {self.phase!r}: the slow pass has not been recorded")
+        if self.scheduler is not None and self.lr_stepping == "train_step":
+            self.scheduler.step()
+        metrics = self.metrics
+        self._reset()
+        return metrics
+
+    def step(self, base_pass: Callable[[], Any], active: bool = True) -> dict[str, float]:
+        """One whole training step: ``base_pass()`` is called K+1 times (SFPO) or once (off/α=0/K=0)."""
+        self.begin(active)
+        timings = {"time/fast": 0.0, "time/slow": 0.0}
+        while self.phase in ("fast", "slow"):
+            stage = "time/" + self.phase
+            t0 = time.perf_counter()
+            result = base_pass()
+            timings[stage] += time.perf_counter() - t0
+            self.record_pass(result)
+        timings["time/fast"] -= self.metrics.get("time/reposition", 0.0)  # the reposition ran inside record_pass
+        metrics = self.end()
+        metrics.update(timings)
+        return metrics
+
+    # --------------------------------------------------------------------------------------------- stages
+    @torch.no_grad()
+    def _snapshot(self) -> None:
+        """θ0 ← θ (Stage I starts here). The anchor is allocated once and reused every step."""
+        if self._anchor is None:
+            device = self.anchor_device
+            pin = device is not None and device.type == "cpu" and torch.cuda.is_available() and \
+                any(p.is_cuda for p in self.params)
+            self._anchor = [torch.empty_like(p, device=device or p.device, pin_memory=pin) for p in self.params]
+        torch._foreach_copy_(self._anchor, [p.detach() for p in self.params])
+        if self.optimizer_state == "restore":
+            self._saved_opt_state = self._copy_optimizer_state()
+
+    @torch.no_grad()
+    def reposition(self) -> None:
+        """Stage II: θ̃ = θ0 + α(θK − θ0), in place as θ.lerp_(θ0, 1 − α); then the optimizer-state policy."""
+        assert self._anchor is not None
+        anchor = self._anchor
+        if self.anchor_device is not None:
+            anchor = [a.to(p.device, non_blocking=True) for a, p in zip(anchor, self.params)]
+        live = [p.detach() for p in self.params]
+        if self.track_drift:
+            sq = sum(float(torch.linalg.vector_norm(p.float() - a.float())) ** 2 for p, a in zip(live, anchor))
+            self.metrics["sfpo/drift_norm"] = math.sqrt(sq)
+            # θ̃ − θ0 = α(θK − θ0) exactly in real arithmetic; no second pass over the weights is needed.
+            self.metrics["sfpo/reposition_norm"] = self.alpha * math.sqrt(sq)
+        t0 = time.perf_counter()
+        if self.alpha != 1.0:
+            torch._foreach_lerp_(live, anchor, 1.0 - self.alpha)
+        if self.optimizer_state == "reset":
+            for p in self.params:
+                self.optimizer.state.pop(p, None)
+        elif self.optimizer_state == "restore":
+            self._load_optimizer_state(self._saved_opt_state)
+            self._saved_opt_state = None
+        self.metrics["time/reposition"] = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------------------------- optimizer state
+    def _copy_optimizer_state(self) -> dict[int, dict[str, Any]]:
+        device = self.anchor_device
+        saved = {}
+        for i, p in enumerate(self.params):
+            state = self.optimizer.state.get(p)
+            if state:
+                saved[i] = {k: (v.detach().to(device or v.device, copy=True), v.device) if torch.is_tensor(v)
+                            else v for k, v in state.items()}
+        return saved
+
+    def _load_optimizer_state(self, saved: dict[int, dict[str, Any]]) -> None:
+        for i, p in enumerate(self.params):
+            if i in saved:
+                self.optimizer.state[p] = {k: v[0].to(v[1]) if isinstance(v, tuple) else v
+                                           for k, v in saved[i].items()}
+            else:  # θ0 had no state yet (first step): restoring means "fresh"
+                self.optimizer.state.pop(p, None)
+
+    # -------------------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume, also in the middle of a step (then θ0 travels with it)."""
+        sd: dict[str, Any] = {"phase": self.phase, "fast_done": self.fast_done, "metrics": dict(self.metrics),
+                              "inner_steps": self.inner_steps, "alpha": self.alpha,
+                              "optimizer_state": self.optimizer_state}
+        if self.phase == "fast":
+            sd["anchor"] = [a.detach().clone() for a in self._anchor]
+            sd["saved_optimizer_state"] = self._saved_opt_state
+        return sd
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        for key in ("inner_steps", "alpha", "optimizer_state"):
+            if sd[key] != getattr(self, key):
+                logger.warning("SFPO %s was %r in the checkpoint and is %r now", key, sd[key], getattr(self, key))
+        self.phase, self.fast_done, self.metrics = sd["phase"], sd["fast_done"], dict(sd["metrics"])
+        if self.phase == "fast":
+            if len(sd["anchor"]) != len(self.params):
+                raise ValueError("checkpointed SFPO anchor does not match the trainable parameters")
+            self._anchor = None
+            self._snapshot_from(sd["anchor"])
+            self._saved_opt_state = sd.get("saved_optimizer_state")
+
+    @torch.no_grad()
+    def _snapshot_from(self, tensors: list[torch.Tensor]) -> None:
+        device = self.anchor_device
+        self._anchor = [t.to(device or p.device, dtype=p.dtype, copy=True) for t, p in zip(tensors, self.params)]
+
+    def extra_bytes(self) -> int:
+        """Bytes this object keeps alive: the anchor (and a restore-policy optimizer-state copy)."""
+        tensors = list(self._anchor or [])
+        for state in (self._saved_opt_state or {}).values():
+            tensors += [v[0] for v in state.values() if isinstance(v, tuple)]
+        return sum(t.numel() * t.element_size() for t in tensors)
