@@ -64,6 +64,9 @@ class SlowFastUpdate:
             after every optimizer step (through an optimizer step hook), fast passes included.
         anchor_device: where θ0 lives; "cpu" offloads it from an accelerator (pinned when possible).
         track_drift: compute ``sfpo/drift_norm`` (‖θK − θ0‖); costs a read of both copies per step.
+        slow_pass: run Stage III. False is the paper's "no slow correction" ablation: the step ends at θ̃.
+        keep_anchor: take the anchor on plain steps too (switched off, α=0, K=0), so that ``abort()`` can put
+            the weights back to θ0 on every step (a NaN guard); the anchor buffer exists anyway for SFPO.
     """
 
     def __init__(
@@ -78,6 +81,8 @@ class SlowFastUpdate:
         lr_stepping: str = "train_step",
         anchor_device: str | torch.device | None = None,
         track_drift: bool = True,
+        slow_pass: bool = True,
+        keep_anchor: bool = False,
     ) -> None:
         if isinstance(params, torch.nn.Module):
             params = params.parameters()
@@ -102,6 +107,8 @@ class SlowFastUpdate:
         self.lr_stepping = lr_stepping
         self.anchor_device = torch.device(anchor_device) if anchor_device is not None else None
         self.track_drift = track_drift
+        self.slow_pass = slow_pass
+        self.keep_anchor = keep_anchor
         self._anchor: list[torch.Tensor] | None = None
         self._saved_opt_state: dict[int, dict[str, Any]] | None = None
         self._reset()
@@ -113,6 +120,7 @@ class SlowFastUpdate:
         self.phase: Phase = "idle"
         self.fast_done = 0
         self.metrics: dict[str, float] = {}
+        self._anchor_valid = False
 
     @property
     def runs_stage_one(self) -> bool:
@@ -124,11 +132,9 @@ class SlowFastUpdate:
             raise RuntimeError(f"begin() called in phase {self.phase!r}; finish the step with end() first")
         sfpo_on = active and self.runs_stage_one
         self.metrics = {"sfpo/active": float(active), "sfpo/alpha": self.alpha if sfpo_on else 0.0}
-        if sfpo_on:
+        if sfpo_on or self.keep_anchor:
             self._snapshot()
-            self.phase = "fast"
-        else:
-            self.phase = "slow"
+        self.phase = "fast" if sfpo_on else "slow"
 
     def record_pass(self, loss: Any = None) -> None:
         """Report that one pass of the base update finished (its loss, for the metrics)."""
@@ -140,7 +146,7 @@ class SlowFastUpdate:
             if self.fast_done == self.inner_steps:
                 self.metrics["sfpo/loss_last_fast"] = value
                 self.reposition()
-                self.phase = "slow"
+                self.phase = "slow" if self.slow_pass else "done"
         elif self.phase == "slow":
             self.metrics["sfpo/loss_slow"] = value
             self.phase = "done"
@@ -156,6 +162,21 @@ class SlowFastUpdate:
         metrics = self.metrics
         self._reset()
         return metrics
+
+    @torch.no_grad()
+    def abort(self) -> bool:
+        """Abandon the current step (e.g. a NaN loss): weights back to θ0 when the anchor holds them, phase back
+        to idle. Optimizer updates already applied to the state (moments) are not undone. Returns whether the
+        weights were restored."""
+        restored = self._anchor_valid
+        if restored:
+            torch._foreach_copy_([p.detach() for p in self.params],
+                                 [a.to(p.device) for a, p in zip(self._anchor, self.params)])
+            if self._saved_opt_state is not None:
+                self._load_optimizer_state(self._saved_opt_state)
+        self._saved_opt_state = None
+        self._reset()
+        return restored
 
     def step(self, base_pass: Callable[[], Any], active: bool = True) -> dict[str, float]:
         """One whole training step: ``base_pass()`` is called K+1 times (SFPO) or once (off/α=0/K=0)."""
@@ -182,6 +203,7 @@ class SlowFastUpdate:
                 any(p.is_cuda for p in self.params)
             self._anchor = [torch.empty_like(p, device=device or p.device, pin_memory=pin) for p in self.params]
         torch._foreach_copy_(self._anchor, [p.detach() for p in self.params])
+        self._anchor_valid = True
         if self.optimizer_state == "restore":
             self._saved_opt_state = self._copy_optimizer_state()
 
@@ -249,6 +271,7 @@ class SlowFastUpdate:
                 raise ValueError("checkpointed SFPO anchor does not match the trainable parameters")
             self._anchor = None
             self._snapshot_from(sd["anchor"])
+            self._anchor_valid = True
             self._saved_opt_state = sd.get("saved_optimizer_state")
 
     @torch.no_grad()
