@@ -1,0 +1,118 @@
+"""The ``sfpo`` command: ``train CONFIG [key=value ...]``, ``eval``, ``demo [--quick]``.
+
+Errors a user can fix (bad config, unknown task, a path that is not a causal LM, a verifier that raises) are
+printed as one line and exit with status 2; everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import typing
+
+__all__ = ["main"]
+
+logger = logging.getLogger("sfpo")
+
+
+def _field_docs(cls: type, prefix: str = "") -> list[str]:
+    """Each config field with its type, default and docstring (read from the source)."""
+    import ast
+    import inspect
+
+    from sfpo import config
+
+    docs: dict[str, str] = {}
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    for node, nxt in zip(body, body[1:] + [None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    hints = typing.get_type_hints(cls, vars(config))
+    lines = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            lines += _field_docs(hints[f.name], prefix + f.name + ".")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"{prefix}{f.name} = {default!r}\n    {docs.get(f.name, '')}")
+    return lines
+
+
+def _train(args: argparse.Namespace) -> int:
+    from sfpo.config import TrainConfig, load_config
+    from sfpo.trainer import Trainer
+
+    if args.help_config:
+        print("\n".join(_field_docs(TrainConfig)))
+        return 0
+    if args.config is None:
+        raise SystemExit("sfpo train: a CONFIG file is required (see configs/)")
+    cfg = load_config(args.config, args.overrides)
+    summary = Trainer(cfg).train()
+    print(json.dumps(summary))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from sfpo.evaluate_cli import run_eval
+
+    return run_eval(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sfpo.demo import format_table, run_demo, summary_json
+
+    res = run_demo(args.output_dir, quick=args.quick, overrides=args.overrides)
+    print()
+    print(format_table(res))
+    print(f"\nplot: {res['plot']}\nlogs: {res['logs']}/{{grpo,sfpo}}/metrics.jsonl (TensorBoard: "
+          f"tensorboard --logdir {res['logs']}); took {res['total_s']:.0f} s")
+    print(summary_json(res))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sfpo", description="Slow-Fast Policy Optimization for LM reasoning")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a policy with GRPO or SFPO")
+    t.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. algorithm.alpha=0.5")
+    t.add_argument("--help-config", action="store_true", help="list every config key with its meaning")
+    t.set_defaults(fn=_train)
+    e = sub.add_parser("eval", help="score checkpoints: avg@k and pass@k per task")
+    from sfpo.evaluate_cli import add_eval_args
+
+    add_eval_args(e)
+    e.set_defaults(fn=_eval)
+    d = sub.add_parser("demo", help="GRPO vs SFPO on the CPU testbed, in minutes")
+    d.add_argument("--quick", action="store_true", help="a ~3-minute smoke run")
+    d.add_argument("--output-dir", default="runs/demo")
+    d.add_argument("overrides", nargs="*", help="config overrides applied to both runs")
+    d.set_defaults(fn=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from sfpo.config import ConfigError
+    from sfpo.policy import PolicyLoadError
+    from sfpo.trainer import RewardError
+
+    try:
+        return args.fn(args)
+    except (ConfigError, PolicyLoadError, RewardError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""Typed configuration for every part of a training run, loaded from YAML plus ``a.b=value`` overrides.
+
+Each field has a docstring (shown by ``sfpo train --help-config``). Unknown keys and wrong types are errors
+that name the key; cross-field rules live in ``__post_init__`` with the reason in the message.
+It does not build anything: the trainer reads these objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = ["ConfigError", "ModelConfig", "TaskConfig", "RolloutConfig", "AlgorithmConfig", "OptimConfig",
+           "EvalConfig", "LogConfig", "TrainConfig", "load_config", "from_dict", "to_dict", "apply_overrides"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be run; the message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    path: str | None = None
+    """A folder or hub name loadable by AutoModelForCausalLM. None: the project's testbed policy, warm-started on
+    the task (cached under $SFPO_CACHE_DIR or ~/.cache/sfpo)."""
+    testbed_size: str = "tiny"
+    """Size preset of the testbed policy when ``path`` is None."""
+    warmup_steps: int | None = None
+    """Supervised warm-start steps for the testbed policy (None: the testbed's default)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype of the policy."""
+    device: str = "auto"
+    """"auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ..."""
+    lora_rank: int = 0
+    """>0 trains LoRA adapters of this rank through PEFT (the SFPO anchor then holds adapter weights only)."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator."""
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Module names that get LoRA adapters."""
+
+
+@dataclass
+class TaskConfig:
+    name: str = "arithmetic"
+    """A registered task (``sfpo.tasks.TASKS``)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Task options (difficulty, files, column mapping, ...), passed to the task's constructor."""
+    reward_errors: Literal["raise", "zero"] = "raise"
+    """A verifier that raises: stop with one clear error ("raise"), or log it and score 0 ("zero")."""
+
+
+@dataclass
+class RolloutConfig:
+    engine: Literal["hf", "vllm"] = "hf"
+    """Generation engine: "hf" (transformers forward with a KV cache, in-process) or "vllm" (optional extra)."""
+    num_prompts: int = 32
+    """Prompts per training step (the rollout batch)."""
+    group_size: int = 8
+    """Responses sampled per prompt (G)."""
+    temperature: float = 1.0
+    """Sampling temperature; training log-probs use the same temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (1.0 = off)."""
+    max_new_tokens: int = 16
+    """Response length limit in tokens."""
+    old_logprobs: Literal["recompute", "sampling"] = "recompute"
+    """Clip reference at θ0: a forward pass of the policy ("recompute", as verl/TRL), or the engine's own sampling
+    log-probs ("sampling": saves a forward, exact only when the engine is the training model in fp32)."""
+
+
+@dataclass
+class AlgorithmConfig:
+    name: Literal["grpo", "sfpo"] = "sfpo"
+    """"grpo": ``passes`` plain passes per batch; "sfpo": K fast passes, reposition, one slow pass."""
+    passes: int = 1
+    """GRPO only: passes over each rollout batch (μ). ``passes = inner_steps + 1`` is the same-optimizer-steps
+    control for SFPO."""
+    inner_steps: int = 3
+    """K: fast passes per training step (SFPO)."""
+    alpha: float = 0.8
+    """α: reposition θ̃ = θ0 + α(θK − θ0). 0 = GRPO step; 1 = no reposition."""
+    slow_pass: bool = True
+    """Run Stage III. False is the paper's "no slow correction" ablation (the step ends at θ̃)."""
+    optimizer_state: Literal["carry", "reset", "restore"] = "carry"
+    """Optimizer state at the reposition: carry (official), reset, restore (the state saved at θ0)."""
+    lr_stepping: Literal["train_step", "optimizer_step"] = "train_step"
+    """When the LR scheduler steps: once per training step (official) or per optimizer step."""
+    switch: Literal["entropy", "fixed_step", "never"] = "entropy"
+    """When SFPO turns itself off for good: the entropy z-score rule, a fixed step, or never."""
+    switch_window: int = 30
+    """ω: entropy values in the z-score window."""
+    switch_threshold: float = 1.0
+    """τ: switch off when z ≥ τ (|z| ≥ τ if two-sided)."""
+    switch_two_sided: bool = False
+    """Use |z| (Algorithm 1's formula) instead of the one-sided rise (its prose, the official code)."""
+    switch_stop_step: int | None = None
+    """For switch="fixed_step": steps before this run SFPO, later ones are plain."""
+    advantage: Literal["grpo", "drgrpo", "batch_std", "rloo"] = "grpo"
+    """Group advantage estimator."""
+    clip_low: float = 0.2
+    """ε_low of the clipped ratio."""
+    clip_high: float | None = None
+    """ε_high (DAPO clip-higher); None = ε_low."""
+    ratio_level: Literal["token", "sequence"] = "token"
+    """"sequence" = GSPO's sequence-level ratio."""
+    aggregation: Literal["token_mean", "seq_mean_token_mean", "constant_length"] = "token_mean"
+    """Loss aggregation; constant_length (Dr.GRPO) divides by responses × max_new_tokens."""
+    kl_coef: float = 0.0
+    """β for the k3 KL to the initial policy (0 = no reference model is kept)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight."""
+
+    def __post_init__(self) -> None:
+        if self.passes < 1:
+            raise ConfigError(f"algorithm.passes must be >= 1, got {self.passes}")
+        if self.name == "sfpo" and self.passes != 1:
+            raise ConfigError("algorithm.passes is GRPO's μ; SFPO's passes per batch are inner_steps + 1")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"algorithm.alpha must lie in [0, 1], got {self.alpha}")
+        if self.switch == "fixed_step" and self.switch_stop_step is None:
+            raise ConfigError("algorithm.switch='fixed_step' needs algorithm.switch_stop_step")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    """AdamW learning rate (after warm-up)."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW (β1, β2)."""
+    eps: float = 1e-8
+    """AdamW ε."""
+    warmup_steps: int = 0
+    """Linear LR warm-up length in scheduler steps (0 = constant LR)."""
+    grad_clip: float = 1.0
+    """Max global gradient norm per optimizer step (0 = off)."""
+    mini_batches: int = 1
+    """Optimizer steps per pass: the rollout batch is split into this many mini-batches."""
+    micro_batch_size: int = 0
+    """Responses per forward/backward inside a mini-batch (gradient accumulation); 0 = whole mini-batch."""
+
+
+@dataclass
+class EvalConfig:
+    every: int = 10
+    """Validate every this many training steps (and at step 0 and the last step); 0 = never."""
+    num_prompts: int = 128
+    """Validation prompts (the first N of the split)."""
+    k: int = 4
+    """Samples per prompt: the score is avg@k (mean accuracy over k samples)."""
+    temperature: float = 1.0
+    """Sampling temperature at validation."""
+    top_p: float = 1.0
+    """Nucleus threshold at validation."""
+    split: str = "validation"
+    """Split used for validation (the best checkpoint is selected on it)."""
+    test_num_prompts: int = 0
+    """>0: also score the best and the final policy on this many test prompts at the end."""
+
+
+@dataclass
+class LogConfig:
+    tensorboard: bool = True
+    """Write TensorBoard events when tensorboard is installed."""
+    wandb: bool = False
+    """Log to Weights & Biases (opt-in; needs the wandb extra and a login)."""
+    wandb_project: str = "sfpo"
+    """W&B project name."""
+    progress: bool = True
+    """Show a progress bar with the live reward and accuracy."""
+    plot: bool = True
+    """Write learning-curve PNGs at the end."""
+
+
+@dataclass
+class TrainConfig:
+    """A whole run. YAML files mirror this nesting; see configs/."""
+
+    seed: int = 0
+    """Seeds data order, sampling and initialisation."""
+    steps: int = 100
+    """Training steps (rollout batches)."""
+    max_rollouts: int = 0
+    """>0: stop once this many responses have been sampled for training (the rollout budget)."""
+    output_dir: str = "runs/default"
+    """Where metrics.jsonl, checkpoints and plots go."""
+    checkpoint_every: int = 0
+    """Save a resumable checkpoint every this many steps (and at the end); 0 = only at the end."""
+    keep_checkpoints: int = 2
+    """How many step checkpoints to keep (the best-validation policy is kept apart)."""
+    resume: bool = True
+    """Continue from the newest checkpoint in output_dir if there is one."""
+    nan_guard: bool = True
+    """On a non-finite loss or gradient: skip the step, restore θ0, log it (keeps one weight copy for GRPO)."""
+    threads: int = 0
+    """torch CPU threads (0 = torch's default)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+# ------------------------------------------------------------------------------------------ (de)serialising
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(tp))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(tp) or (Any,)
+        return [_check_type(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, prefix=key + ".")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys and types recursively."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]!s}; valid keys here: {sorted(names)}")
+    kwargs = {k: _check_type(v, hints[k], prefix + k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{prefix}{e}" if prefix and not str(e).startswith(prefix.split('.')[0]) else str(e))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings (values parsed as YAML: 3 → int, 1e-4 → float, null → None)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML file (or start from the defaults), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    data = apply_overrides(data, overrides or [])
+    return from_dict(TrainConfig, data)

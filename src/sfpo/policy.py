@@ -1,0 +1,75 @@
+"""Loading the policy (a folder, a hub name, or the project's warm-started testbed) and scoring tokens with it.
+
+``load_policy`` returns a transformers causal LM and its tokenizer, wrapped in PEFT LoRA when asked;
+``sequence_logprobs`` runs the training forward over prompt+completion and returns per-token log-probs and
+entropies of the completion. No optimisation or sampling here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from sfpo.config import ModelConfig
+from sfpo.core import entropy_from_logits, token_logprobs
+
+__all__ = ["PolicyLoadError", "load_policy", "resolve_device", "sequence_logprobs"]
+
+logger = logging.getLogger(__name__)
+
+
+class PolicyLoadError(ValueError):
+    """The model path cannot be used as a causal-LM policy."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_policy(cfg: ModelConfig, task_name: str, task_kwargs: dict, seed: int = 0):
+    """(model, tokenizer) on the configured device, in training mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = cfg.path
+    if path is None:
+        from sfpo.testbed import warm_start  # builds (or reuses the cached) warm-started testbed policy
+
+        kwargs = {} if cfg.warmup_steps is None else {"steps": cfg.warmup_steps}
+        path = str(warm_start(task_name, task_kwargs, size=cfg.testbed_size, seed=seed, **kwargs))
+    dtype = getattr(torch, cfg.dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError, KeyError) as e:
+        raise PolicyLoadError(f"model.path={path!r} is not a causal language model transformers can load: {e}") \
+            from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    if cfg.lora_rank > 0:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                                 target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM"))
+    model.to(resolve_device(cfg.device))
+    model.train()
+    return model, tokenizer
+
+
+def sequence_logprobs(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                      completion_ids: torch.Tensor, completion_mask: torch.Tensor, temperature: float = 1.0,
+                      with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log π(completion) and entropies at ``temperature``: each (B, T), float32."""
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (B, P+T)
+    attn = torch.cat([prompt_mask, completion_mask], dim=1)
+    positions = (attn.cumsum(-1) - 1).clamp_min(0)
+    t = completion_ids.shape[1]
+    # logits at positions P-1 .. P+T-2 predict the T completion tokens; skip the prompt's other positions
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1).logits[:, :-1]
+    logp = token_logprobs(logits, completion_ids, temperature)
+    entropy = entropy_from_logits(logits, temperature) if with_entropy else None
+    return logp, entropy
