@@ -6,13 +6,39 @@ boxed wrong answer do not count). This module samples through a rollout engine a
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 from sfpo.rollout.base import RolloutEngine, SamplingParams
 from sfpo.tasks.base import Example, Task
 
-__all__ = ["pass_at_k", "EvalResult", "evaluate"]
+__all__ = ["pass_at_k", "EvalResult", "evaluate", "score", "RewardError"]
+
+logger = logging.getLogger(__name__)
+
+
+class RewardError(RuntimeError):
+    """A task's verifier raised; the message names the example and the completion."""
+
+
+def score(task: Task, texts: list[str], examples: list[Example], n: int, on_error: str = "raise") -> list[float]:
+    """The task reward of each completion; completions i*n .. i*n+n-1 answer ``examples[i]``. A verifier that
+    raises is one clear ``RewardError`` (``on_error="raise"``) or a logged 0 (``"zero"``)."""
+    scores = []
+    for i, text in enumerate(texts):
+        ex = examples[i // n]
+        try:
+            value = task.reward(text, ex)
+        except Exception as e:  # a verifier is user code: report which row broke it
+            if on_error == "raise":
+                raise RewardError(f"reward of task {getattr(task, 'name', task)!r} raised {type(e).__name__}: {e} "
+                                  f"(example id={ex.id!r}, completion={text!r}); set task.reward_errors=zero "
+                                  "to score such completions 0 instead") from e
+            logger.warning("reward raised %r on example %r; scored 0", e, ex.id)
+            value = 0.0
+        scores.append(0.0 if value is None else float(value))
+    return scores
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -41,7 +67,8 @@ class EvalResult:
 
 
 def evaluate(engine: RolloutEngine, task: Task, examples: list[Example], k: int = 4, temperature: float = 1.0,
-             top_p: float = 1.0, max_new_tokens: int = 16, seed: int = 0, batch_prompts: int = 64) -> EvalResult:
+             top_p: float = 1.0, max_new_tokens: int = 16, seed: int = 0, batch_prompts: int = 64,
+             on_error: str = "raise") -> EvalResult:
     """Sample k completions per example and score them with the task's verifier."""
     correct: list[int] = []
     rewards: list[float] = []
@@ -50,10 +77,9 @@ def evaluate(engine: RolloutEngine, task: Task, examples: list[Example], k: int 
         params = SamplingParams(n=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                                 seed=seed + start)
         rollout = engine.generate([ex.prompt for ex in chunk], params)
-        for i, ex in enumerate(chunk):
-            scores = [task.reward(text, ex) for text in rollout.texts[i * k:(i + 1) * k]]
-            rewards += scores
-            correct.append(sum(s >= 1.0 for s in scores))
+        scores = score(task, rollout.texts, chunk, k, on_error)
+        rewards += scores
+        correct += [sum(s >= 1.0 for s in scores[i * k:(i + 1) * k]) for i in range(len(chunk))]
     n = max(len(correct), 1)
     return EvalResult(
         avg_at_k=sum(c / k for c in correct) / n,

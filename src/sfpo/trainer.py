@@ -23,19 +23,14 @@ import torch
 
 from sfpo.config import ConfigError, TrainConfig, to_dict
 from sfpo.core import LossConfig, SlowFastUpdate, compute_advantages, loss_normalizer, make_switch, policy_loss
-from sfpo.evaluate import evaluate
+from sfpo.evaluate import RewardError, evaluate, score
 from sfpo.metrics import MetricsWriter
 from sfpo.policy import load_policy, sequence_logprobs
 from sfpo.rollout import SamplingParams, make_engine
-from sfpo.tasks import get_task
 
 __all__ = ["Trainer", "RewardError", "NonFiniteError"]
 
 logger = logging.getLogger(__name__)
-
-
-class RewardError(RuntimeError):
-    """A task's verifier raised; the message names the example and the completion."""
 
 
 class NonFiniteError(FloatingPointError):
@@ -77,6 +72,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         if task is None:
+            from sfpo.tasks import get_task
+
             try:
                 task = get_task(cfg.task.name, **cfg.task.kwargs)
             except (ValueError, TypeError) as e:  # unknown task name or option: a config problem
@@ -180,7 +177,8 @@ class Trainer:
         self.rollouts += len(rollout.texts)
 
         t0 = time.perf_counter()
-        rewards = torch.tensor(self._rewards(rollout.texts, examples), dtype=torch.float32)
+        rewards = torch.tensor(score(self.task, rollout.texts, examples, r.group_size, cfg.task.reward_errors),
+                               dtype=torch.float32)
         advantages = compute_advantages(cfg.algorithm.advantage, rewards, r.group_size)
         timings["time/reward"] = time.perf_counter() - t0
 
@@ -241,23 +239,6 @@ class Trainer:
         g = torch.Generator().manual_seed(self._seed("data", epoch))
         return torch.randperm(len(self.train_examples), generator=g).tolist()
 
-    def _rewards(self, texts: list[str], examples: list) -> list[float]:
-        g = self.cfg.rollout.group_size
-        scores = []
-        for i, text in enumerate(texts):
-            ex = examples[i // g]
-            try:
-                score = self.task.reward(text, ex)
-            except Exception as e:  # a verifier is user code: report which row broke it
-                if self.cfg.task.reward_errors == "raise":
-                    raise RewardError(f"reward of task {self.cfg.task.name!r} raised {type(e).__name__}: {e} "
-                                      f"(example id={ex.id!r}, completion={text!r}); set "
-                                      f"task.reward_errors=zero to score such completions 0 instead") from e
-                logger.warning("reward raised %r on example %r; scored 0", e, ex.id)
-                score = 0.0
-            scores.append(0.0 if score is None else float(score))
-        return scores
-
     @torch.no_grad()
     def _make_batch(self, rollout, advantages: torch.Tensor) -> Batch:
         r = self.cfg.rollout
@@ -265,7 +246,7 @@ class Trainer:
         cids, cmask = rollout.completion_ids.to(self.device), rollout.completion_mask.to(self.device)
         mb = self.cfg.optim.micro_batch_size or len(cids)
 
-        def score(model) -> torch.Tensor:
+        def logprobs_of(model) -> torch.Tensor:
             was = model.training
             model.eval()
             parts = [sequence_logprobs(model, ids[s], pmask[s], cids[s], cmask[s], r.temperature, False)[0]
@@ -273,8 +254,8 @@ class Trainer:
             model.train(was)
             return torch.cat(parts)
 
-        old = rollout.sampling_logprobs.to(self.device) if r.old_logprobs == "sampling" else score(self.model)
-        ref = score(self.ref_model) if self.ref_model is not None else None
+        old = rollout.sampling_logprobs.to(self.device) if r.old_logprobs == "sampling" else logprobs_of(self.model)
+        ref = logprobs_of(self.ref_model) if self.ref_model is not None else None
         return Batch(ids, pmask, cids, cmask, advantages, old, ref)
 
     def _one_pass(self, batch: Batch, log: list[dict[str, float]]) -> dict[str, float]:
@@ -319,7 +300,8 @@ class Trainer:
         e, r = self.cfg.eval, self.cfg.rollout
         t0 = time.perf_counter()
         res = evaluate(self.engine, self.task, self.val_examples, k=e.k, temperature=e.temperature, top_p=e.top_p,
-                       max_new_tokens=r.max_new_tokens, seed=self._seed("eval", 0))
+                       max_new_tokens=r.max_new_tokens, seed=self._seed("eval", 0),
+                       on_error=self.cfg.task.reward_errors)
         metrics = res.metrics("val")
         if res.avg_at_k > self.best["accuracy"]:
             self.best = {"accuracy": res.avg_at_k, "step": self.step, "rollouts": self.rollouts,

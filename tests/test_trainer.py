@@ -1,0 +1,128 @@
+"""End-to-end CPU runs of the trainer on a tiny model: every parameter moves, keys are logged, runs are
+deterministic and resume exactly, bad input gets one clear error or a logged skip."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import ToyTask, make_model, make_tokenizer
+from sfpo.config import load_config
+from sfpo.trainer import RewardError, Trainer
+
+BASE = ["rollout.num_prompts=4", "rollout.group_size=4", "rollout.max_new_tokens=4", "eval.every=2",
+        "eval.num_prompts=4", "eval.k=2", "log.progress=false", "log.plot=false", "log.tensorboard=false",
+        "optim.lr=1e-2", "optim.mini_batches=2", "algorithm.switch=never", "threads=1"]
+
+
+def run(tmp_path, overrides, steps=3, task=None, seed_model=0, name="run"):
+    cfg = load_config(None, BASE + [f"steps={steps}", f"output_dir={tmp_path / name}"] + overrides)
+    tok = make_tokenizer()
+    trainer = Trainer(cfg, model=make_model(tok, seed_model), tokenizer=tok, task=task or ToyTask())
+    summary = trainer.train()
+    records = [json.loads(ln) for ln in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    return trainer, summary, records
+
+
+def _strip_times(records):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
+
+
+@pytest.mark.parametrize("algo", [["algorithm.name=grpo"], ["algorithm.name=sfpo", "algorithm.inner_steps=2"]])
+def test_three_steps_move_every_parameter_and_log_keys(tmp_path, algo):
+    tok = make_tokenizer()
+    before = {n: p.detach().clone() for n, p in make_model(tok).named_parameters()}
+    trainer, summary, records = run(tmp_path, algo)
+    unchanged = [n for n, p in trainer.model.named_parameters() if torch.equal(p.detach(), before[n])]
+    # k_proj biases shift every attention logit of a query equally, so softmax makes their gradient exactly 0
+    assert [n for n in unchanged if not n.endswith("k_proj.bias")] == []
+    assert summary["steps"] == 3 and summary["rollouts"] == 3 * 16
+    step = records[1]
+    for key in ["reward", "reward_std", "entropy", "clip_ratio/low", "clip_ratio/high", "loss", "grad_norm",
+                "rollouts", "time/rollout", "time/reward", "time/update", "time/step", "time/train_elapsed"]:
+        assert key in step, key
+    assert "val/accuracy" in records[0] and "val/accuracy" in records[2]
+    if "algorithm.name=sfpo" in algo:
+        for key in ["sfpo/drift_norm", "sfpo/reposition_norm", "sfpo/loss_first_fast", "sfpo/loss_last_fast",
+                    "sfpo/loss_slow", "sfpo/active", "time/fast", "time/reposition", "time/slow"]:
+            assert key in step, key
+        assert step["sfpo/drift_norm"] > 0 and step["sfpo/active"] == 1.0
+    else:
+        assert not any(k.startswith("sfpo/") for k in step)
+
+
+@pytest.mark.parametrize("algo", ["grpo", "sfpo"])
+def test_same_seed_same_metrics(tmp_path, algo):
+    _, _, a = run(tmp_path, [f"algorithm.name={algo}"], name="a")
+    _, _, b = run(tmp_path, [f"algorithm.name={algo}"], name="b")
+    assert _strip_times(a) == _strip_times(b)
+    _, _, c = run(tmp_path, [f"algorithm.name={algo}", "seed=1"], name="c")
+    assert _strip_times(a) != _strip_times(c)
+
+
+@pytest.mark.parametrize("algo", [["algorithm.name=grpo", "algorithm.passes=2"],
+                                  ["algorithm.name=sfpo", "algorithm.switch=entropy", "algorithm.switch_window=2",
+                                   "algorithm.switch_threshold=0.5", "optim.warmup_steps=3"]])
+def test_resume_equals_uninterrupted(tmp_path, algo):
+    full, _, full_rec = run(tmp_path, algo, steps=4, name="full")
+    run(tmp_path, algo + ["checkpoint_every=2"], steps=2, name="split")
+    resumed, _, split_rec = run(tmp_path, algo, steps=4, name="split")
+    assert resumed.step == 4
+    for (n, p), q in zip(full.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q), n
+    assert _strip_times(full_rec) == _strip_times(split_rec)
+    assert resumed.switch.state_dict() == full.switch.state_dict()
+
+
+def test_sfpo_alpha_zero_is_grpo(tmp_path):
+    g, _, grec = run(tmp_path, ["algorithm.name=grpo"], name="g")
+    s, _, srec = run(tmp_path, ["algorithm.name=sfpo", "algorithm.alpha=0"], name="s")
+    for p, q in zip(g.model.parameters(), s.model.parameters()):
+        assert torch.equal(p, q)
+    assert [r.get("reward") for r in grec] == [r.get("reward") for r in srec]
+
+
+def test_grpo_passes_equals_sfpo_alpha_one(tmp_path):
+    g, _, _ = run(tmp_path, ["algorithm.name=grpo", "algorithm.passes=3"], name="g")
+    s, _, _ = run(tmp_path, ["algorithm.name=sfpo", "algorithm.alpha=1", "algorithm.inner_steps=2"], name="s")
+    for p, q in zip(g.model.parameters(), s.model.parameters()):
+        assert torch.equal(p, q)
+
+
+class RaisingTask(ToyTask):
+    def reward(self, completion, example):
+        raise ZeroDivisionError("verifier bug")
+
+
+def test_reward_that_raises_is_one_clear_error(tmp_path):
+    with pytest.raises(RewardError, match=r"ZeroDivisionError: verifier bug \(example id='validation-0'"):
+        run(tmp_path, ["algorithm.name=grpo"], task=RaisingTask())
+
+
+def test_reward_errors_zero_keeps_training(tmp_path, caplog):
+    _, summary, records = run(tmp_path, ["algorithm.name=grpo", "task.reward_errors=zero"], task=RaisingTask())
+    assert summary["steps"] == 3 and records[1]["reward"] == 0.0
+    assert "verifier bug" in caplog.text
+
+
+class NaNTask(ToyTask):
+    def reward(self, completion, example):
+        return math.nan
+
+
+@pytest.mark.parametrize("algo", ["grpo", "sfpo"])
+def test_nan_loss_is_skipped_with_weights_restored(tmp_path, algo, caplog):
+    tok = make_tokenizer()
+    start = [p.detach().clone() for p in make_model(tok).parameters()]
+    trainer, summary, records = run(tmp_path, [f"algorithm.name={algo}"], task=NaNTask())
+    assert summary["nan_skips"] == 3 and records[1]["nan_skip"] == 1.0
+    for p, q in zip(trainer.model.parameters(), start):
+        assert torch.equal(p.detach(), q)
+    assert "restored to θ0" in caplog.text
+
+
+def test_metrics_survive_and_do_not_duplicate_on_resume(tmp_path):
+    run(tmp_path, ["algorithm.name=grpo", "checkpoint_every=2"], steps=3, name="r")
+    _, _, rec = run(tmp_path, ["algorithm.name=grpo"], steps=4, name="r")
+    assert [r["step"] for r in rec] == [0, 1, 2, 3, 4]
