@@ -53,6 +53,9 @@ class TaskConfig:
     """Task options (difficulty, files, column mapping, ...), passed to the task's constructor."""
     reward_errors: Literal["raise", "zero"] = "raise"
     """A verifier that raises: stop with one clear error ("raise"), or log it and score 0 ("zero")."""
+    reward_noise: float = 0.0
+    """Probability that a training reward r is replaced by 1 − r (seeded per step; validation is untouched):
+    a knob for noisy-reward experiments."""
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import logging
 import math
 import random
@@ -151,6 +152,7 @@ class Trainer:
             summary = self._summary()
             if cfg.eval.test_num_prompts:
                 summary.update(self._test())
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         finally:
             if bar is not None:
                 bar.close()
@@ -179,6 +181,10 @@ class Trainer:
         t0 = time.perf_counter()
         rewards = torch.tensor(score(self.task, rollout.texts, examples, r.group_size, cfg.task.reward_errors),
                                dtype=torch.float32)
+        if cfg.task.reward_noise > 0:
+            g = torch.Generator().manual_seed(self._seed("noise", self.step))
+            flip = torch.rand(rewards.shape, generator=g) < cfg.task.reward_noise
+            rewards = torch.where(flip, 1.0 - rewards, rewards)
         advantages = compute_advantages(cfg.algorithm.advantage, rewards, r.group_size)
         timings["time/reward"] = time.perf_counter() - t0
 
@@ -222,7 +228,7 @@ class Trainer:
 
     # --------------------------------------------------------------------------------------- pieces
     def _seed(self, purpose: str, step: int) -> int:
-        offset = {"rollout": 0, "data": 1, "eval": 2, "test": 3}[purpose]
+        offset = {"rollout": 0, "data": 1, "eval": 2, "test": 3, "noise": 4}[purpose]
         return (self.cfg.seed * 1_000_003 + step * 10 + offset) % (2**62)
 
     def _step_examples(self, step: int) -> list:
@@ -327,10 +333,16 @@ class Trainer:
         return out
 
     def _summary(self) -> dict[str, Any]:
+        import resource  # peak memory of this process; runs meant for comparison run in their own process
+
+        peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        if self.device.type == "cuda":
+            peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         return {"steps": self.step, "rollouts": self.rollouts, "train_time": self.train_time,
                 "best_accuracy": self.best["accuracy"], "best_step": self.best["step"],
                 "best_rollouts": self.best["rollouts"], "best_train_time": self.best["train_time"],
-                "nan_skips": self.nan_skips, "output_dir": str(self.out)}
+                "nan_skips": self.nan_skips, "switched_off_at": self.switch.switched_at,
+                "update_extra_mb": self.update.extra_bytes() / 2**20, **peak, "output_dir": str(self.out)}
 
     # ---------------------------------------------------------------------------------- checkpoints
     def _save_model(self, path: Path) -> None:
