@@ -126,3 +126,27 @@ def test_metrics_survive_and_do_not_duplicate_on_resume(tmp_path):
     run(tmp_path, ["algorithm.name=grpo", "checkpoint_every=2"], steps=3, name="r")
     _, _, rec = run(tmp_path, ["algorithm.name=grpo"], steps=4, name="r")
     assert [r["step"] for r in rec] == [0, 1, 2, 3, 4]
+
+
+def test_lora_anchor_holds_adapters_only_and_base_is_frozen(tmp_path):
+    tok = make_tokenizer()
+    base = {n: p.detach().clone() for n, p in make_model(tok).named_parameters()}
+    lora = ["model.lora_rank=4", "model.lora_target_modules=[q_proj,v_proj]"]
+    trainer, _, _ = run(tmp_path, ["algorithm.name=sfpo"] + lora, steps=2)
+    named = dict(trainer.model.named_parameters())
+    trainable = {n: p for n, p in named.items() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert len(trainer.update.params) == len(trainable)
+    adapter_bytes = sum(p.numel() * p.element_size() for p in trainable.values())
+    assert trainer.update.extra_bytes() == adapter_bytes
+    for n, p in named.items():  # the base weights never move
+        if not p.requires_grad:
+            key = n.replace("base_model.model.", "").replace(".base_layer", "")
+            assert torch.equal(p.detach(), base[key]), n
+    assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in trainable.items() if "lora_B" in n)
+    # resume from an adapter checkpoint reproduces the uninterrupted run
+    full, _, _ = run(tmp_path, ["algorithm.name=sfpo"] + lora, steps=4, name="full")
+    run(tmp_path, ["algorithm.name=sfpo", "checkpoint_every=2"] + lora, steps=2, name="split")
+    resumed, _, _ = run(tmp_path, ["algorithm.name=sfpo"] + lora, steps=4, name="split")
+    for p, q in zip(full.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)

@@ -32,22 +32,23 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 
 def find_checkpoints(path: Path) -> list[Path]:
     """A model folder itself, or the model folders inside a run folder."""
-    if (path / "config.json").exists():
+    def is_model(p: Path) -> bool:
+        return (p / "config.json").exists() or (p / "adapter_config.json").exists()
+
+    if is_model(path):
         return [path]
-    found = sorted(p.parent for p in path.glob("checkpoints/*/config.json"))
-    found += [p.parent for p in path.glob("best/config.json")]
-    found += sorted(p.parent for p in path.glob("*/config.json") if p.parent not in found)
+    found = sorted(p for p in path.glob("checkpoints/*") if is_model(p))
+    found += [p for p in [path / "best"] if is_model(p)]
+    found += sorted(p for p in path.glob("*") if p.is_dir() and is_model(p) and p not in found)
     if not found:
         raise FileNotFoundError(f"{path} holds no model (no config.json in it or in its checkpoints)")
     return found
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from sfpo.config import ConfigError
     from sfpo.evaluate import evaluate
-    from sfpo.policy import resolve_device
+    from sfpo.policy import load_for_eval
     from sfpo.rollout import HFEngine
     from sfpo.tasks import get_task
 
@@ -59,8 +60,7 @@ def run_eval(args: argparse.Namespace) -> int:
     results = []
     for root in map(Path, args.paths):
         for ckpt in find_checkpoints(root):
-            tok = AutoTokenizer.from_pretrained(ckpt)
-            model = AutoModelForCausalLM.from_pretrained(ckpt).to(resolve_device(args.device))
+            model, tok = load_for_eval(ckpt, args.device)
             res = evaluate(HFEngine(model, tok), task, examples, k=args.k, temperature=args.temperature,
                            top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
             row = {"checkpoint": str(ckpt), "task": args.task, "split": args.split, "num_prompts": res.num_prompts,

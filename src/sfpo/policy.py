@@ -15,7 +15,7 @@ import torch
 from sfpo.config import ModelConfig
 from sfpo.core import entropy_from_logits, token_logprobs
 
-__all__ = ["PolicyLoadError", "load_policy", "resolve_device", "sequence_logprobs"]
+__all__ = ["PolicyLoadError", "load_policy", "add_lora", "load_for_eval", "resolve_device", "sequence_logprobs"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +50,37 @@ def load_policy(cfg: ModelConfig, task_name: str, task_kwargs: dict, seed: int =
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    if cfg.lora_rank > 0:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                                                 target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM"))
     model.to(resolve_device(cfg.device))
     model.train()
     return model, tokenizer
+
+
+def add_lora(model, cfg: ModelConfig):
+    """Wrap ``model`` in PEFT LoRA adapters (only they train) when ``cfg.lora_rank > 0``; else return it."""
+    if cfg.lora_rank <= 0 or hasattr(model, "peft_config"):
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                            target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM"))
+
+
+def load_for_eval(path: str | Path, device: str = "auto"):
+    """(model, tokenizer) from a model folder or a LoRA adapter folder (merged into its base for sampling)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if (path / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model.to(resolve_device(device)).eval(), tokenizer
 
 
 def sequence_logprobs(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,

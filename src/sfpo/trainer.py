@@ -26,7 +26,7 @@ from sfpo.config import ConfigError, TrainConfig, to_dict
 from sfpo.core import LossConfig, SlowFastUpdate, compute_advantages, loss_normalizer, make_switch, policy_loss
 from sfpo.evaluate import RewardError, evaluate, score
 from sfpo.metrics import MetricsWriter
-from sfpo.policy import load_policy, sequence_logprobs
+from sfpo.policy import add_lora, load_policy, sequence_logprobs
 from sfpo.rollout import SamplingParams, make_engine
 
 __all__ = ["Trainer", "RewardError", "NonFiniteError"]
@@ -82,6 +82,7 @@ class Trainer:
         self.task = task
         if model is None:
             model, tokenizer = load_policy(cfg.model, cfg.task.name, cfg.task.kwargs, seed=cfg.seed)
+        model = add_lora(model, cfg.model)
         self.model, self.tokenizer = model, tokenizer
         self.device = next(model.parameters()).device
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -359,12 +360,19 @@ class Trainer:
     def _load_model_weights(self, path: Path) -> None:
         from safetensors.torch import load_file
 
-        files = sorted(path.glob("*.safetensors"))
+        if (path / "adapter_model.safetensors").exists():  # a PEFT checkpoint holds the adapters only
+            from peft import set_peft_model_state_dict
+
+            state = load_file(str(path / "adapter_model.safetensors"), device=str(self.device))
+            unexpected = set_peft_model_state_dict(self.model, state).unexpected_keys
+            if unexpected:
+                raise RuntimeError(f"adapter checkpoint {path} does not match the model: unexpected={unexpected}")
+            return
         state = {}
-        for f in files:
+        for f in sorted(path.glob("*.safetensors")):
             state.update(load_file(str(f), device=str(self.device)))
         missing, unexpected = self.model.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if "lm_head" not in k]:
+        if unexpected or [k for k in missing if "lm_head" not in k]:  # a tied lm_head is not saved
             raise RuntimeError(f"checkpoint {path} does not match the model: missing={missing}, "
                                f"unexpected={unexpected}")
 

@@ -36,7 +36,8 @@ class HFEngine:
         self.model = model
         self.tokenizer = tokenizer
         self._cache_cls = DynamicCache
-        params = inspect.signature(model.forward).parameters
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps the forward
+        params = inspect.signature(base.forward).parameters
         # transformers 5.x renamed ``past_key_values`` to ``cache``; accept both.
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
