@@ -1,0 +1,48 @@
+"""The task registry: procedural reasoning tasks for the CPU testbed and math datasets, each with its verifier.
+
+``get_task(name, **kwargs)`` builds a task; an unknown name or option is a ValueError that lists what exists.
+Add a task with ``register_task(name, factory)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from sfpo.tasks.base import SPLITS, Example, Task
+
+__all__ = ["Example", "Task", "SPLITS", "TASKS", "get_task", "register_task"]
+
+TASKS: dict[str, Callable[..., Task]] = {}
+
+
+def register_task(name: str, factory: Callable[..., Task]) -> None:
+    TASKS[name] = factory
+
+
+def get_task(name: str, **kwargs) -> Task:
+    _load_builtin()
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
+    factory = TASKS[name]
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise ValueError(f"task {name!r} has no option {unknown[0]!r}; its options: {sorted(params)}")
+    return factory(**kwargs)
+
+
+def _load_builtin() -> None:
+    if TASKS:
+        return
+    from sfpo.tasks.arithmetic import ArithmeticTask
+    from sfpo.tasks.countdown import CountdownTask
+
+    register_task("arithmetic", ArithmeticTask)
+    register_task("countdown", CountdownTask)
+    try:
+        from sfpo.tasks.math import register as register_math  # needs datasets + math-verify (train extra)
+    except ImportError:
+        return
+    register_math(register_task)
