@@ -1,0 +1,114 @@
+"""Outcome rewards for math: math-verify on the last ``\\boxed{}``, GSM8K's numeric check, the SFPO paper's 1/0.1/0.
+
+Every function has TRL's reward signature ``fn(completions, **columns) -> list[float | None]`` so it can be
+passed to ``GRPOTrainer(reward_funcs=...)`` unchanged: ``completions`` are strings or chat-message lists, the gold
+answers arrive as a dataset column (``answer``, ``solution``, ``ground_truth`` or verl's ``reward_model``), and
+anything else TRL passes (``prompts``, ``completion_ids``, ``trainer_state``, ...) is ignored. None means "this
+row has no usable gold answer" (TRL then leaves the reward out). No partial credit beyond the paper's 0.1.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+from sfpo.rewards.extract import completion_text, extract_boxed, extract_gsm8k, gold_answer, parse_number
+from sfpo.rewards.verifier import MathVerifier, default_verifier
+
+__all__ = ["GOLD_COLUMNS", "math_accuracy_reward", "sfpo_math_reward", "gsm8k_accuracy_reward", "gold_answers"]
+
+logger = logging.getLogger(__name__)
+
+GOLD_COLUMNS = ("answer", "solution", "ground_truth", "reward_model")
+"""Where a reward looks for the gold answer, first match wins: a final answer, a worked solution (its last box or
+``####`` line), a bare ground truth, or verl's ``{"ground_truth": ...}`` dict (DAPO-Math-17K)."""
+
+_warned_golds: set[str] = set()
+
+
+def gold_answers(columns: dict[str, Any], n: int, reward: str) -> list[str | None]:
+    """The final gold answer of each of ``n`` completions from the first gold column present in ``columns``."""
+    for name in GOLD_COLUMNS:
+        values = columns.get(name)
+        if values is not None:
+            if isinstance(values, (str, dict)) or not isinstance(values, Sequence):
+                raise ValueError(f"reward {reward!r}: column {name!r} must be a list with one gold answer per "
+                                 f"completion, got {type(values).__name__}")
+            if len(values) != n:
+                raise ValueError(f"reward {reward!r}: {n} completions but {len(values)} values in {name!r}")
+            return [gold_answer(v) for v in values]
+    raise ValueError(f"reward {reward!r} needs the gold answers as one of the columns {list(GOLD_COLUMNS)}; "
+                     f"got only {sorted(columns)}")
+
+
+def _warn_bad_gold(gold: Any, reward: str) -> None:
+    # once per distinct gold: a bad row repeats for every completion of its group and every epoch
+    key = repr(gold)[:300]
+    if key not in _warned_golds and len(_warned_golds) < 10_000:
+        _warned_golds.add(key)
+        logger.warning("reward %r: gold answer %s cannot be parsed; reward None (row skipped)", reward, key)
+
+
+def _verdicts(completions: list, columns: dict[str, Any], reward: str, verifier: MathVerifier | None):
+    """(gold, boxed prediction, verdict) per completion; verdict None = gold unusable, False also when no box."""
+    verifier = verifier or default_verifier()
+    golds = gold_answers(columns, len(completions), reward)
+    out = []
+    for completion, gold in zip(completions, golds):
+        pred = extract_boxed(completion_text(completion))
+        if gold is None:
+            _warn_bad_gold(gold, reward)
+            out.append((gold, pred, None))
+            continue
+        verdict = verifier.check(gold, pred) if pred is not None else False
+        if verdict is None:
+            _warn_bad_gold(gold, reward)
+        out.append((gold, pred, verdict))
+    log_extra = columns.get("log_extra")
+    if callable(log_extra):  # TRL ≥1.0 shows these beside each completion in its completions table
+        log_extra("gold_answer", [g for g, _, _ in out])
+        log_extra("boxed_answer", [p for _, p, _ in out])
+    return out
+
+
+def math_accuracy_reward(completions: list, *, verifier: MathVerifier | None = None, **columns) -> list[float | None]:
+    """1.0 if the LAST ``\\boxed{}`` of the completion equals the gold answer under math-verify, else 0.0 (no box,
+    wrong, unparsable or timed out); None when the gold answer is missing or does not parse."""
+    return [None if v is None else float(v) for _, _, v in _verdicts(completions, columns, "math_accuracy", verifier)]
+
+
+def sfpo_math_reward(completions: list, *, verifier: MathVerifier | None = None, wrong_box: float = 0.1,
+                     **columns) -> list[float | None]:
+    """The SFPO paper's reward: 1.0 for a correct last ``\\boxed{}``, ``wrong_box`` (0.1) for a non-empty box
+    that is wrong, 0.0 without a box (an empty ``\\boxed{}`` is no box: 0.1 for it would pay for the format
+    alone). None when the gold answer is missing or does not parse."""
+    rewards = []
+    for _, pred, verdict in _verdicts(completions, columns, "sfpo_math", verifier):
+        if verdict is None:
+            rewards.append(None)
+        elif pred is None:
+            rewards.append(0.0)
+        else:
+            rewards.append(1.0 if verdict else wrong_box)
+    return rewards
+
+
+def gsm8k_accuracy_reward(completions: list, **columns) -> list[float | None]:
+    """1.0 if the completion's final number equals the gold number exactly (as fractions: "1,234" = "1234.00",
+    "$5" = "5", "−3" = "-3", "72." = "72"), else 0.0. The prediction is the number after the last ``####``, or
+    else the number in the last ``\\boxed{}``; a number merely mentioned in the text does not count. None when
+    the gold answer has no number. Pure Python: nothing here can hang, so no worker process."""
+    golds = gold_answers(columns, len(completions), "gsm8k_accuracy")
+    rewards = []
+    for completion, gold in zip(completions, golds):
+        gold_value = parse_number(gold)
+        if gold_value is None:
+            _warn_bad_gold(gold, "gsm8k_accuracy")
+            rewards.append(None)
+            continue
+        text = completion_text(completion)
+        pred = extract_gsm8k(text)
+        if pred is None:
+            pred = extract_boxed(text)
+        rewards.append(float(parse_number(pred) == gold_value))
+    return rewards
