@@ -123,6 +123,13 @@ def test_trl_signature_strings_chat_and_extra_kwargs(verifier):
     extra = dict(prompts=["p"] * 4, completion_ids=[[1, 2]] * 4, trainer_state=object(), level=["Level 5"] * 4)
     assert math_accuracy_reward(completions, answer=["3"] * 4, verifier=verifier, **extra) == [1.0, 1.0, 0.0, 0.0]
     assert sfpo_math_reward(completions, answer=["3"] * 4, verifier=verifier, **extra) == [1.0, 1.0, 0.1, 0.0]
+    # exactly as GRPOTrainer calls a reward: everything by keyword, the name read from __name__
+    for name in REWARDS:
+        fn = get_reward(name)
+        assert isinstance(fn.__name__, str)
+        out = fn(prompts=["p"] * 4, completions=completions, completion_ids=[[1]] * 4, answer=["3"] * 4,
+                 trainer_state=None, log_extra=lambda *a: None, log_metric=lambda *a: None)
+        assert len(out) == 4 and all(isinstance(r, float) for r in out)
 
 
 @pytest.mark.parametrize("column, gold", [
@@ -152,11 +159,12 @@ def test_missing_gold_column_is_one_clear_error():
         math_accuracy_reward([B("3")], answer="3")
 
 
-def test_log_extra_receives_extracted_answers(verifier):
-    logged = {}
+def test_trl_log_hooks_receive_extracted_answers_and_timeouts(verifier):
+    logged, metrics = {}, {}
     math_accuracy_reward([B("3"), "none"], answer=["3", "4"], verifier=verifier,
-                         log_extra=lambda k, v: logged.__setitem__(k, v))
+                         log_extra=logged.__setitem__, log_metric=metrics.__setitem__)
     assert logged == {"gold_answer": ["3", "4"], "boxed_answer": ["3", None]}
+    assert metrics == {"verifier_timeout_frac": 0.0}
 
 
 GSM8K_TABLE = [

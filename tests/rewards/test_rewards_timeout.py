@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sfpo.rewards import MathVerifier, VerifierError, math_accuracy_reward, sfpo_math_reward
+from sfpo.rewards import MathVerifier, Verdict, VerifierError, math_accuracy_reward, sfpo_math_reward
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,17 +46,22 @@ def test_slow_verifier_times_out_off_the_main_thread(misbehaving, caplog):
 def test_timeout_gives_zero_reward_through_the_reward_function(misbehaving):
     # gold "sleep" with a boxed pred "30": the checker sleeps 30 s; the reward is 0.0 after 0.5 s, not a hang
     completions = [r"\boxed{30}", r"\boxed{30}"]
-    assert in_thread(lambda: math_accuracy_reward(completions, answer=["sleep", "sleep"],
-                                                  verifier=misbehaving)) == [0.0, 0.0]
-    assert in_thread(lambda: sfpo_math_reward(completions[:1], answer=["sleep"], verifier=misbehaving)) == [0.1]
-    assert misbehaving.timeouts == 3
+    metrics = {}
+    assert in_thread(lambda: math_accuracy_reward(completions, answer=["sleep", "sleep"], verifier=misbehaving,
+                                                  log_metric=metrics.__setitem__)) == [0.0, 0.0]
+    assert metrics == {"verifier_timeout_frac": 1.0}
+    # the paper's reward gives a hung check 0.0, not the 0.1 of a wrong boxed answer
+    assert in_thread(lambda: sfpo_math_reward(completions[:1], answer=["sleep"], verifier=misbehaving)) == [0.0]
+    assert misbehaving.verdict("sleep", "30") is Verdict.TIMEOUT
+    assert misbehaving.timeouts == 4
 
 
 def test_worker_crash_and_checker_exception_score_zero_and_recover(misbehaving, caplog):
     with caplog.at_level(logging.WARNING, logger="sfpo.rewards.verifier"):
         assert misbehaving.check("crash", "x") is False
-        assert misbehaving.check("raise", "x") is False
-    assert misbehaving.failures == 2
+        assert misbehaving.verdict("raise", "x") is Verdict.ERROR
+        assert sfpo_math_reward([r"\boxed{x}"], answer=["raise"], verifier=misbehaving) == [0.0]
+    assert misbehaving.failures == 3
     messages = " ".join(r.message for r in caplog.records)
     assert "worker exited during the check" in messages and "ValueError: checker bug" in messages
     assert misbehaving.check("b", "b") is True

@@ -13,13 +13,13 @@ from sfpo.rewards.accuracy import GOLD_COLUMNS, gsm8k_accuracy_reward, math_accu
 from sfpo.rewards.extract import (completion_text, extract_all_boxed, extract_boxed, extract_gsm8k, gold_answer,
                                   parse_number)
 from sfpo.rewards.formatting import boxed_format_reward, think_format_reward
-from sfpo.rewards.verifier import MathVerifier, VerifierError, default_verifier, set_default_verifier
+from sfpo.rewards.verifier import MathVerifier, Verdict, VerifierError, default_verifier, set_default_verifier
 
 __all__ = [
     "REWARDS", "get_reward", "GOLD_COLUMNS",
     "math_accuracy_reward", "sfpo_math_reward", "gsm8k_accuracy_reward", "boxed_format_reward", "think_format_reward",
     "completion_text", "extract_boxed", "extract_all_boxed", "extract_gsm8k", "gold_answer", "parse_number",
-    "MathVerifier", "VerifierError", "default_verifier", "set_default_verifier",
+    "MathVerifier", "Verdict", "VerifierError", "default_verifier", "set_default_verifier",
 ]
 
 RewardFn = Callable[..., list]

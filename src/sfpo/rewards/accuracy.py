@@ -13,7 +13,7 @@ import logging
 from typing import Any, Sequence
 
 from sfpo.rewards.extract import completion_text, extract_boxed, extract_gsm8k, gold_answer, parse_number
-from sfpo.rewards.verifier import MathVerifier, default_verifier
+from sfpo.rewards.verifier import MathVerifier, Verdict, default_verifier
 
 __all__ = ["GOLD_COLUMNS", "math_accuracy_reward", "sfpo_math_reward", "gsm8k_accuracy_reward", "gold_answers"]
 
@@ -50,47 +50,48 @@ def _warn_bad_gold(gold: Any, reward: str) -> None:
 
 
 def _verdicts(completions: list, columns: dict[str, Any], reward: str, verifier: MathVerifier | None):
-    """(gold, boxed prediction, verdict) per completion; verdict None = gold unusable, False also when no box."""
-    verifier = verifier or default_verifier()
+    """(gold, boxed prediction, verdict) per completion; no box is WRONG, a missing gold BAD_GOLD."""
+    verifier = default_verifier() if verifier is None else verifier
     golds = gold_answers(columns, len(completions), reward)
+    timeouts_before = verifier.timeouts
     out = []
     for completion, gold in zip(completions, golds):
         pred = extract_boxed(completion_text(completion))
         if gold is None:
             _warn_bad_gold(gold, reward)
-            out.append((gold, pred, None))
+            out.append((gold, pred, Verdict.BAD_GOLD))
             continue
-        verdict = verifier.check(gold, pred) if pred is not None else False
-        if verdict is None:
+        verdict = verifier.verdict(gold, pred) if pred is not None else Verdict.WRONG
+        if verdict is Verdict.BAD_GOLD:
             _warn_bad_gold(gold, reward)
         out.append((gold, pred, verdict))
     log_extra = columns.get("log_extra")
     if callable(log_extra):  # TRL ≥1.0 shows these beside each completion in its completions table
         log_extra("gold_answer", [g for g, _, _ in out])
         log_extra("boxed_answer", [p for _, p, _ in out])
+    log_metric = columns.get("log_metric")
+    if callable(log_metric):  # TRL averages it per logging step: the fraction of checks cut off by the deadline
+        log_metric("verifier_timeout_frac", (verifier.timeouts - timeouts_before) / max(len(out), 1))
     return out
 
 
 def math_accuracy_reward(completions: list, *, verifier: MathVerifier | None = None, **columns) -> list[float | None]:
     """1.0 if the LAST ``\\boxed{}`` of the completion equals the gold answer under math-verify, else 0.0 (no box,
     wrong, unparsable or timed out); None when the gold answer is missing or does not parse."""
-    return [None if v is None else float(v) for _, _, v in _verdicts(completions, columns, "math_accuracy", verifier)]
+    verdicts = _verdicts(completions, columns, "math_accuracy", verifier)
+    return [None if v is Verdict.BAD_GOLD else float(v is Verdict.CORRECT) for _, _, v in verdicts]
 
 
 def sfpo_math_reward(completions: list, *, verifier: MathVerifier | None = None, wrong_box: float = 0.1,
                      **columns) -> list[float | None]:
     """The SFPO paper's reward: 1.0 for a correct last ``\\boxed{}``, ``wrong_box`` (0.1) for a non-empty box
     that is wrong, 0.0 without a box (an empty ``\\boxed{}`` is no box: 0.1 for it would pay for the format
-    alone). None when the gold answer is missing or does not parse."""
-    rewards = []
-    for _, pred, verdict in _verdicts(completions, columns, "sfpo_math", verifier):
-        if verdict is None:
-            rewards.append(None)
-        elif pred is None:
-            rewards.append(0.0)
-        else:
-            rewards.append(1.0 if verdict else wrong_box)
-    return rewards
+    alone) and 0.0 when the check timed out or failed (a hung verifier earns nothing). None when the gold answer
+    is missing or does not parse."""
+    scores = {Verdict.CORRECT: 1.0, Verdict.WRONG: wrong_box, Verdict.TIMEOUT: 0.0, Verdict.ERROR: 0.0,
+              Verdict.BAD_GOLD: None}
+    return [0.0 if pred is None and verdict is not Verdict.BAD_GOLD else scores[verdict]
+            for _, pred, verdict in _verdicts(completions, columns, "sfpo_math", verifier)]
 
 
 def gsm8k_accuracy_reward(completions: list, **columns) -> list[float | None]:

@@ -18,9 +18,10 @@ import sys
 import threading
 import time
 import weakref
+from enum import Enum
 from pathlib import Path
 
-__all__ = ["MathVerifier", "VerifierError", "default_verifier", "set_default_verifier"]
+__all__ = ["MathVerifier", "Verdict", "VerifierError", "default_verifier", "set_default_verifier"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +32,26 @@ _LIVE: weakref.WeakSet[MathVerifier] = weakref.WeakSet()
 DEFAULT_CHECKER = "sfpo.rewards._verify_worker:math_verify_check"
 
 
+class Verdict(str, Enum):
+    """The outcome of one check. Only CORRECT is right; TIMEOUT and ERROR are logged failures of the checker, which
+    rewards score like a missing answer (0.0), never like a wrong one."""
+
+    CORRECT = "correct"
+    WRONG = "wrong"
+    BAD_GOLD = "bad_gold"
+    """The gold answer does not parse: a data problem, no verdict on the completion."""
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    """The checker raised or its worker died."""
+
+
 class VerifierError(RuntimeError):
     """The verifier process could not be started at all (a setup problem, never a per-answer verdict)."""
 
 
 class MathVerifier:
-    """``check(gold, pred)`` → True / False, or None when the gold answer itself does not parse.
+    """``check(gold, pred)`` → True / False, or None when the gold answer itself does not parse; ``verdict`` tells
+    a wrong answer from a timeout.
 
     ``timeout_s`` bounds one check (gold parse + prediction parse + comparison); a check that runs past it is
     False and logged. ``checker`` names the comparison as "module:function" importable in the child (the
@@ -65,8 +80,13 @@ class MathVerifier:
 
     # ---------------------------------------------------------------- public
     def check(self, gold: str, pred: str) -> bool | None:
+        """True iff ``pred`` equals ``gold``; None when the gold does not parse; False on timeout or error."""
+        v = self.verdict(gold, pred)
+        return None if v is Verdict.BAD_GOLD else v is Verdict.CORRECT
+
+    def verdict(self, gold: str, pred: str) -> Verdict:
         if not self.isolate:
-            return self._check_inline(gold, pred)
+            return _as_verdict(self._check_inline(gold, pred))
         with self._lock:
             return self._check_isolated(gold, pred)
 
@@ -89,7 +109,7 @@ class MathVerifier:
             self._inline = load_checker(self.checker)
         return self._inline(gold, pred)
 
-    def _check_isolated(self, gold: str, pred: str) -> bool | None:
+    def _check_isolated(self, gold: str, pred: str) -> Verdict:
         if self._pid != os.getpid():  # forked without the at-fork hook (e.g. os.fork in C): start our own
             self._forget()
         self._ensure_ready()
@@ -108,7 +128,7 @@ class MathVerifier:
                            "restarted (%d timeouts so far)", self.timeout_s, _short(gold), _short(pred),
                            self.timeouts)
             self._restart()
-            return False
+            return Verdict.TIMEOUT
         if line == b"":
             return self._lost("worker exited during the check", gold, pred)
         reply = json.loads(line)
@@ -118,15 +138,15 @@ class MathVerifier:
             self.failures += 1
             logger.warning("answer checker raised %s (gold=%r, pred=%r); scored as wrong", reply["error"],
                            _short(gold), _short(pred))
-            return False
-        return reply["result"]
+            return Verdict.ERROR
+        return _as_verdict(reply["result"])
 
-    def _lost(self, why: str, gold: str, pred: str) -> bool:
+    def _lost(self, why: str, gold: str, pred: str) -> Verdict:
         self.failures += 1
         logger.warning("answer check lost: %s (gold=%r, pred=%r); scored as wrong, worker restarted", why,
                        _short(gold), _short(pred))
         self._restart()
-        return False
+        return Verdict.ERROR
 
     def _ensure_ready(self) -> None:
         if self._proc is None:
@@ -190,6 +210,10 @@ class MathVerifier:
                 self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
         return line
+
+
+def _as_verdict(result: bool | None) -> Verdict:
+    return Verdict.BAD_GOLD if result is None else Verdict.CORRECT if result else Verdict.WRONG
 
 
 def _short(text: str, limit: int = 200) -> str:
