@@ -140,6 +140,25 @@ def test_hub_load_offline_is_one_clear_error():
         MathTask("gsm8k").examples("train")
 
 
+def test_hub_loading_maps_splits_config_and_columns(monkeypatch):
+    """The hub path with datasets.load_dataset replaced by an in-memory Dataset (no network here)."""
+    import datasets
+
+    calls = []
+
+    def fake_load(path, config, split):
+        calls.append((path, config, split))
+        row = PRESET_ROWS["olympiadbench"][0]
+        return datasets.Dataset.from_list([row, {**row, "id": 7, "final_answer": []}])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    task = MathTask("olympiadbench")
+    assert [(e.id, e.answer) for e in task.examples("test")] == [("1606", "2")]  # the answer-less row is skipped
+    assert calls == [("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train")]  # its only split serves as test
+    with pytest.raises(ValueError, match="answer column 'final' not found in hub dataset 'Hothan/OlympiadBench'"):
+        MathTask("olympiadbench", columns={"answer": "final"}).examples("test")
+
+
 def dapo_rows(n, dup=1):
     row = PRESET_ROWS["dapo-math-17k"][0]
     return [{**row, "prompt": [{"role": "user", "content": _DAPO_PREFIX + f"Problem {i}?" + _DAPO_SUFFIX}],

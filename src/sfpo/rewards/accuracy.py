@@ -77,7 +77,9 @@ def _verdicts(completions: list, columns: dict[str, Any], reward: str, verifier:
 
 def math_accuracy_reward(completions: list, *, verifier: MathVerifier | None = None, **columns) -> list[float | None]:
     """1.0 if the LAST ``\\boxed{}`` of the completion equals the gold answer under math-verify, else 0.0 (no box,
-    wrong, unparsable or timed out); None when the gold answer is missing or does not parse."""
+    wrong, unparsable or timed out); None when the gold answer is missing or does not parse. The behaviour on
+    fractions, units, \\text{}, several boxes, separators, percentages, intervals and degrees is pinned, case by
+    case with reasons, in MATH_TABLE of tests/rewards/test_rewards_math.py."""
     verdicts = _verdicts(completions, columns, "math_accuracy", verifier)
     return [None if v is Verdict.BAD_GOLD else float(v is Verdict.CORRECT) for _, _, v in verdicts]
 

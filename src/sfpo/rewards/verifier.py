@@ -54,7 +54,7 @@ class MathVerifier:
     a wrong answer from a timeout.
 
     ``timeout_s`` bounds one check (gold parse + prediction parse + comparison); a check that runs past it is
-    False and logged. ``checker`` names the comparison as "module:function" importable in the child (the
+    logged and is ``Verdict.TIMEOUT`` (``check`` gives False). ``checker`` names the comparison as "module:function" importable in the child (the
     default is math-verify). ``isolate=False`` calls the checker in this process with NO time limit: for
     debugging and for measuring the isolation overhead only. Checks from several threads are serialised.
     """
@@ -66,9 +66,9 @@ class MathVerifier:
         self.timeout_s, self.checker, self.isolate = timeout_s, checker, isolate
         self.startup_timeout_s = startup_timeout_s
         self.timeouts = 0
-        """Checks that ran past ``timeout_s`` (each scored False and logged)."""
+        """Checks that ran past ``timeout_s`` (each logged)."""
         self.failures = 0
-        """Checks lost to a worker crash or a checker exception (each scored False and logged)."""
+        """Checks lost to a worker crash or a checker exception (each logged)."""
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._ready = False
@@ -124,7 +124,7 @@ class MathVerifier:
         line = self._read_line(t0 + self.timeout_s)
         if line is None:
             self.timeouts += 1
-            logger.warning("answer check timed out after %.1fs (gold=%r, pred=%r); scored as wrong, worker "
+            logger.warning("answer check timed out after %.1fs (gold=%r, pred=%r); scored 0, worker "
                            "restarted (%d timeouts so far)", self.timeout_s, _short(gold), _short(pred),
                            self.timeouts)
             self._restart()
@@ -136,14 +136,14 @@ class MathVerifier:
             return self._lost(f"reply out of order ({reply!r})", gold, pred)
         if "error" in reply:
             self.failures += 1
-            logger.warning("answer checker raised %s (gold=%r, pred=%r); scored as wrong", reply["error"],
+            logger.warning("answer checker raised %s (gold=%r, pred=%r); scored 0", reply["error"],
                            _short(gold), _short(pred))
             return Verdict.ERROR
         return _as_verdict(reply["result"])
 
     def _lost(self, why: str, gold: str, pred: str) -> Verdict:
         self.failures += 1
-        logger.warning("answer check lost: %s (gold=%r, pred=%r); scored as wrong, worker restarted", why,
+        logger.warning("answer check lost: %s (gold=%r, pred=%r); scored 0, worker restarted", why,
                        _short(gold), _short(pred))
         self._restart()
         return Verdict.ERROR
