@@ -150,3 +150,22 @@ def test_lora_anchor_holds_adapters_only_and_base_is_frozen(tmp_path):
     resumed, _, _ = run(tmp_path, ["algorithm.name=sfpo"] + lora, steps=4, name="split")
     for p, q in zip(full.model.parameters(), resumed.model.parameters()):
         assert torch.equal(p, q)
+
+
+def test_kl_to_reference_is_logged_and_reference_stays_frozen(tmp_path):
+    trainer, _, records = run(tmp_path, ["algorithm.name=sfpo", "algorithm.kl_coef=0.1"])
+    assert math.isfinite(records[1]["kl"]) and records[1]["kl"] >= 0.0  # k3 is non-negative
+    assert records[-1]["kl"] > 0  # the policy moved away from the reference
+    tok = make_tokenizer()
+    for p, q in zip(trainer.ref_model.parameters(), make_model(tok).parameters()):
+        assert torch.equal(p, q) and not p.requires_grad
+
+
+def test_tensorboard_events_and_plot_are_written(tmp_path):
+    pytest.importorskip("tensorboard")
+    run(tmp_path, ["algorithm.name=grpo", "log.tensorboard=true", "log.plot=true"])
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    png = tmp_path / "run" / "learning_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["peak_rss_mb"] > 0
