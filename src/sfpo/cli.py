@@ -85,8 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. algorithm.alpha=0.5")
     t.add_argument("--help-config", action="store_true", help="list every config key with its meaning")
     t.set_defaults(fn=_train)
-    e = sub.add_parser("eval", help="score checkpoints: avg@k and pass@k per task")
-    from sfpo.evaluate_cli import add_eval_args
+    from sfpo.evaluate_cli import EVAL_DESCRIPTION, EVAL_EPILOG, add_eval_args
+
+    e = sub.add_parser("eval", help="score checkpoints: avg@k and pass@k per benchmark, best and last",
+                       description=EVAL_DESCRIPTION, epilog=EVAL_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
 
     add_eval_args(e)
     e.set_defaults(fn=_eval)
