@@ -1,0 +1,66 @@
+"""A tiny TRL setup for the integration tests: a 2-layer Qwen2 and a character tokenizer built here, eight
+prompts, a dense reward (so every group has non-zero advantages). Nothing touches a hub."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch
+
+CHARS = "0123456789+="
+
+# completions of 4 per prompt, 2 micro-steps per generation batch and per optimizer step: one pass = one
+# optimizer step over 2 prompts × 4 completions
+SMALL = dict(per_device_train_batch_size=4, num_generations=4, max_completion_length=8, gradient_accumulation_steps=2,
+             learning_rate=1e-2, bf16=False, gradient_checkpointing=False, report_to="none", use_cpu=True,
+             logging_steps=1, save_strategy="no", seed=0, disable_tqdm=True, dataloader_num_workers=0)
+
+
+def make_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate(CHARS)}}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tk.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", padding_side="left")
+
+
+def make_model(tokenizer, seed: int = 0):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True,
+                      max_position_embeddings=64, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(cfg)
+
+
+def make_dataset(n: int = 8):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"prompt": [f"{a}+{a + 1}=" for a in range(n)]})
+
+
+def ones_reward(completions, **kwargs):
+    """Dense: the share of '1' characters in the completion."""
+    return [sum(c == "1" for c in text) / 8 for text in completions]
+
+
+def train(trainer_cls, config_cls, output_dir, *, callbacks=None, peft_config=None, resume=None, **overrides):
+    """Build a fresh tiny model and train it; returns the trainer."""
+    tok = make_tokenizer()
+    args = config_cls(output_dir=str(output_dir), **{**SMALL, **overrides})
+    kwargs = {"peft_config": peft_config} if peft_config is not None else {}
+    trainer = trainer_cls(model=make_model(tok), reward_funcs=ones_reward, args=args, train_dataset=make_dataset(),
+                          processing_class=tok, callbacks=callbacks, **kwargs)
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
+def weights(trainer) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
