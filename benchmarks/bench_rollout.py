@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from conftest import make_tokenizer  # noqa: E402  (the char tokenizer the tests build)
+from tiny import make_tokenizer  # noqa: E402  (the char tokenizer the tests build)
 from sfpo.rollout import HFEngine, SamplingParams  # noqa: E402
 
 

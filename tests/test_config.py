@@ -80,7 +80,7 @@ def test_model_path_that_is_not_a_causal_lm(tmp_path):
     with pytest.raises(PolicyLoadError, match="is not a causal language model"):
         load_policy(ModelConfig(path=str(tmp_path)), "arithmetic", {})
     T5Config(vocab_size=10, d_model=8, num_layers=1, num_heads=1, d_kv=8, d_ff=8).save_pretrained(tmp_path / "t5")
-    from conftest import make_tokenizer
+    from tiny import make_tokenizer
 
     make_tokenizer().save_pretrained(tmp_path / "t5")
     with pytest.raises(PolicyLoadError, match="is not a causal language model"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_model, make_tokenizer
+from tiny import make_model, make_tokenizer
 from sfpo import evaluate_cli
 from sfpo.cli import main
 from sfpo.config import ConfigError

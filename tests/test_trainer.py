@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import ToyTask, make_model, make_tokenizer
+from tiny import ToyTask, make_model, make_tokenizer
 from sfpo.config import load_config
 from sfpo.trainer import RewardError, Trainer
 
