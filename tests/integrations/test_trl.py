@@ -168,16 +168,23 @@ def test_train_step_lr_stepping_holds_the_lr_for_a_whole_training_step(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ resume
-@pytest.mark.parametrize("resume_at", [9, 11, 13])
-def test_resume_inside_a_step_equals_the_uninterrupted_run(tmp_path, resume_at):
-    # 2 SFPO steps of 3 passes × 2 optimizer steps (1-6, 7-12), then the switch (two values: |z| = 1) and plain
-    # steps of 2 optimizer steps. 9: inside a fast pass; 11: inside the slow pass; 13: inside a plain step.
-    common = dict(inner_steps=2, steps_per_generation=4, max_steps=14, switch="entropy", switch_window=2,
-                  switch_threshold=0.5, switch_two_sided=True, lr_scheduler_type="linear")
-    full = train(SFPOTrainer, SFPOConfig, tmp_path / "full", save_strategy="steps", save_steps=resume_at, **common)
+# 2 SFPO steps of 3 passes × 2 optimizer steps (1-6, 7-12), then the switch (two values: |z| = 1) and plain steps
+# of 2 optimizer steps; one epoch is 12 optimizer steps, so the run also crosses an epoch boundary.
+RESUME = dict(inner_steps=2, steps_per_generation=4, max_steps=14, switch="entropy", switch_window=2,
+              switch_threshold=0.5, switch_two_sided=True, lr_scheduler_type="linear")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    return out, train(SFPOTrainer, SFPOConfig, out, save_strategy="steps", save_steps=1, **RESUME)
+
+
+@pytest.mark.parametrize("resume_at", [9, 11, 13])  # inside a fast pass, inside the slow pass, inside a plain step
+def test_resume_inside_a_step_equals_the_uninterrupted_run(tmp_path, uninterrupted, resume_at):
+    out, full = uninterrupted
     assert full.switch.switched_at == 1
-    resumed = train(SFPOTrainer, SFPOConfig, tmp_path / "resumed", resume=str(tmp_path / "full" /
-                    f"checkpoint-{resume_at}"), **common)
+    resumed = train(SFPOTrainer, SFPOConfig, tmp_path, resume=str(out / f"checkpoint-{resume_at}"), **RESUME)
     assert_same_weights(weights(full), weights(resumed))
     assert resumed.switch.state_dict() == full.switch.state_dict()
     assert resumed.lr_scheduler.get_last_lr() == full.lr_scheduler.get_last_lr()

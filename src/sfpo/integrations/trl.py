@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import torch
+from torch.distributed.tensor import DTensor
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -24,11 +25,18 @@ from sfpo.core import SlowFastUpdate, make_switch
 from sfpo.core.slow_fast import LR_STEPPING, OPTIMIZER_STATE_POLICIES
 from sfpo.core.switch import SWITCHES
 
-__all__ = ["SFPOConfig", "SFPOTrainer", "STATE_FILE"]
+__all__ = ["SFPOConfig", "SFPOTrainer", "STATE_FILE", "local_shards"]
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "sfpo_state_rank{rank}.pt"  # one per process: under FSDP the anchor is sharded like the weights
+
+
+def local_shards(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The tensors a reposition must act on: the parameters themselves, or the local shards of FSDP2's DTensor
+    parameters. DTensor has no sharding rule for the foreach copy the anchor uses; the local shard is the same
+    storage, and snapshot and reposition are elementwise, so acting on shards is acting on the parameters."""
+    return [p.to_local() if isinstance(p, DTensor) else p for p in params]
 
 
 @dataclass
@@ -246,9 +254,13 @@ class SFPOTrainer(GRPOTrainer):
     # -------------------------------------------------------------------------------- the training step
     def _slow_fast(self) -> SlowFastUpdate:
         if self.sfpo is None:
-            # The reposition must act on what the optimizer updates: with FSDP those are the local shards.
+            # The reposition must act on what the optimizer updates: under FSDP, this rank's shards.
             params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            self.sfpo = SlowFastUpdate(params, inner_steps=self.args.inner_steps, alpha=self.args.alpha,
+            if self.args.optimizer_state != "carry" and any(isinstance(p, DTensor) for p in params):
+                raise NotImplementedError(
+                    f"optimizer_state={self.args.optimizer_state!r} with FSDP2: the optimizer keys its state by the "
+                    "DTensor parameters while the reposition acts on their local shards; use 'carry'")
+            self.sfpo = SlowFastUpdate(local_shards(params), inner_steps=self.args.inner_steps, alpha=self.args.alpha,
                                        optimizer=getattr(self.optimizer, "optimizer", self.optimizer),
                                        optimizer_state=self.args.optimizer_state)
         return self.sfpo
@@ -281,7 +293,7 @@ class SFPOTrainer(GRPOTrainer):
             return  # inside a pass
         state = self._sfpo_step
         optimizer_steps = self.args.steps_per_generation // self.args.gradient_accumulation_steps
-        loss = self._process_mean(state.pass_loss / optimizer_steps)
+        loss = self._reduce(state.pass_loss / optimizer_steps, "mean")
         state.pass_loss = 0.0
         self.sfpo.record_pass(loss)  # after the K-th fast pass this repositions θ in place
         if self.sfpo.phase == "done":
@@ -297,16 +309,21 @@ class SFPOTrainer(GRPOTrainer):
             state.switch_tick = state.tick
             logger.info("SFPO switched off after training step %d: one pass per generation batch from now on",
                         state.index - 1)
+        if self.is_fsdp_enabled and "sfpo/drift_norm" in metrics:
+            # the core measured this rank's shard; the drift is the norm over all shards
+            drift = self._reduce(metrics["sfpo/drift_norm"] ** 2, "sum")
+            metrics["sfpo/drift_norm"] = drift ** 0.5
+            metrics["sfpo/reposition_norm"] = self.args.alpha * drift ** 0.5
         metrics.update(self.switch.metrics())
         for key, value in metrics.items():
             self._metrics["train"][key].append(value)
         if isinstance(self.lr_scheduler, _HeldScheduler):
             self.lr_scheduler.release = True
 
-    def _process_mean(self, value: float) -> float:
+    def _reduce(self, value: float, how: str) -> float:
         if self.accelerator.num_processes == 1:
             return value
-        return self.accelerator.reduce(torch.tensor(value, device=self.accelerator.device), "mean").item()
+        return self.accelerator.reduce(torch.tensor(value, device=self.accelerator.device), how).item()
 
     # ------------------------------------------------------------------------------- data, LR, checkpoints
     def _get_train_sampler(self, dataset=None):
