@@ -9,6 +9,7 @@ never recomputed. Sampling and scoring are ``sfpo.evaluate``'s; this module only
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
@@ -438,8 +439,6 @@ def evaluate_checkpoints(plan: list[tuple[Checkpoint, list[_Job]]], settings: Ev
                          engine_factory: Callable[[Any, Any], Any] | None = None, progress: bool = True) -> int:
     """Compute every (checkpoint, job) result of ``plan`` missing from ``store``; returns how many were computed.
     A checkpoint whose results are all stored is not loaded."""
-    from sfpo.config import ConfigError
-
     load = load or (lambda c: _load_model(c, "auto", settings.dtype))
     engine_factory = engine_factory or (lambda m, t: _make_engine(settings.engine, m, t))
     todo = [(c, [j for j in jobs if store.get(_key(c, j, settings)) is None]) for c, jobs in plan]
@@ -447,41 +446,60 @@ def evaluate_checkpoints(plan: list[tuple[Checkpoint, list[_Job]]], settings: Ev
     n_todo = sum(len(js) for _, js in todo)
     logger.info("%d results to compute, %d already in %s", n_todo,
                 sum(len(jobs) for _, jobs in plan) - n_todo, store.path)
-    examples: dict[int, list] = {}
+    examples: dict[int, list] = {}  # loaded once per job, shared by every checkpoint
     done = 0
-    for ckpt, js in todo:
-        model, tok = load(ckpt)
-        engine = engine_factory(model, tok)
-        for job in js:
-            if id(job) not in examples:
-                examples[id(job)] = job.task.examples(job.split, job.num_prompts)
-                if not examples[id(job)]:
-                    raise ConfigError(f"{job.label}: the {job.split!r} split has no examples")
-            exs = examples[id(job)]
-            t0 = time.perf_counter()
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
+    redirect = contextlib.nullcontext()
+    if progress:
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
-                bar = tqdm(total=len(exs), desc=f"[{done + 1}/{n_todo}] {ckpt.name} {job.label}/{job.split}",
-                           unit="prompt", dynamic_ncols=True, leave=False)
-            try:
-                correct, mean_reward = _score(engine, job, exs, settings, bar)
-            finally:
-                if bar is not None:
-                    bar.close()
-            record = {"key": _key(ckpt, job, settings), "checkpoint": ckpt.path, "fingerprint": ckpt.fingerprint,
-                      "label": job.label, **job.ident(), "n": len(correct), **asdict(settings),
-                      "per_prompt_correct": correct, "mean_reward": mean_reward,
-                      "seconds": round(time.perf_counter() - t0, 3)}
-            store.add(record)
-            done += 1
-            m = _metrics(record, [settings.k])
-            logger.info("%s %s/%s: avg@%d=%.4f pass@%d=%.4f (%d prompts, %.0f s)", ckpt.name, job.label, job.split,
-                        settings.k, m["avg@k"], settings.k, m[f"pass@{settings.k}"], len(correct), record["seconds"])
-        del model, engine
-        _free_memory()
+        redirect = logging_redirect_tqdm()  # log lines go above the progress bar, not through it
+    with redirect:
+        for ckpt, js in todo:
+            model, tok = load(ckpt)
+            engine = engine_factory(model, tok)
+            for job in js:
+                if id(job) not in examples:
+                    examples[id(job)] = _examples(job)
+                done += 1
+                record = _run_job(engine, ckpt, job, examples[id(job)], settings,
+                                  f"[{done}/{n_todo}] {ckpt.name} {job.label}/{job.split}" if progress else None)
+                store.add(record)
+            del model, engine
+            _free_memory()
     return done
+
+
+def _examples(job: _Job) -> list:
+    from sfpo.config import ConfigError
+
+    exs = job.task.examples(job.split, job.num_prompts)
+    if not exs:
+        raise ConfigError(f"{job.label}: the {job.split!r} split has no examples")
+    return exs
+
+
+def _run_job(engine, ckpt: Checkpoint, job: _Job, exs: list, settings: EvalSettings, bar_title: str | None
+             ) -> dict[str, Any]:
+    """One stored result: the per-prompt correct counts of ``job`` on ``ckpt`` and what produced them."""
+    t0 = time.perf_counter()
+    bar = None
+    if bar_title is not None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(exs), desc=bar_title, unit="prompt", dynamic_ncols=True, leave=False,
+                   disable=None)  # None: no bar when stderr is not a terminal (logs, CI)
+    try:
+        correct, mean_reward = _score(engine, job, exs, settings, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    record = {"key": _key(ckpt, job, settings), "checkpoint": ckpt.path, "fingerprint": ckpt.fingerprint,
+              "label": job.label, **job.ident(), "n": len(correct), **asdict(settings), "per_prompt_correct": correct,
+              "mean_reward": mean_reward, "seconds": round(time.perf_counter() - t0, 3)}
+    m, k = _metrics(record, [settings.k]), settings.k
+    logger.info("%s %s/%s: avg@%d=%.4f pass@%d=%.4f (%d prompts, %.0f s)", ckpt.name, job.label, job.split, k,
+                m["avg@k"], k, m[f"pass@{k}"], len(correct), record["seconds"])
+    return record
 
 
 def _free_memory() -> None:
