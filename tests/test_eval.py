@@ -187,6 +187,10 @@ def test_selecting_on_test_says_it_is_optimistic(tmp_path, fake):
     assert "optimistic" in r["selected_on"] and "optimistic" in (run / "eval.md").read_text()
     # validation was never needed: only test was sampled
     assert {p[0].split(":")[1].rsplit("-", 1)[0] for _, p, _ in fake["calls"]} == {"test"}
+    # a subset of a reported test set is still reported data
+    eval_cli([run], "--task", "key", "--select-task", "key:num_prompts=2", "--select-split", "test",
+             "--output", tmp_path / "sub")
+    assert report_of(tmp_path / "sub")["runs"][0]["selection"] == "reported"
 
 
 def test_no_validation_split_means_no_best_unless_a_selection_task_is_given(tmp_path, fake):

@@ -538,8 +538,11 @@ def _selection_note(bench: list[_Job], select: list[_Job], split: str) -> tuple[
                         "given. Pass the training task as --select-task (its validation rows are held out of "
                         "training), or --select-split test to select on the reported test sets as the paper did.")
     names = ", ".join(f"{j.label}/{j.split} ({j.num_prompts or 'all'} prompts)" for j in select)
-    reported = {json.dumps(j.ident(), sort_keys=True, default=str) for j in bench}
-    if any(json.dumps(j.ident(), sort_keys=True, default=str) in reported for j in select):
+
+    def data(j: _Job) -> str:  # the prompt count does not matter: a subset of a reported split is reported data
+        return json.dumps({**j.ident(), "num_prompts": None}, sort_keys=True, default=str)
+
+    if {data(j) for j in select} & {data(j) for j in bench}:
         return "reported", (f"Best = highest macro avg@k on {names}, data this report also scores (the paper's "
                             "protocol): the best checkpoint's numbers are optimistic.")
     return "held-out", f"Best = highest macro avg@k on {names}; the reported benchmarks played no part in it."
