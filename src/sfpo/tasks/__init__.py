@@ -20,7 +20,7 @@ def register_task(name: str, factory: Callable[..., Task]) -> None:
     TASKS[name] = factory
 
 
-def get_task(name: str, **kwargs) -> Task:
+def get_task(name: str, /, **kwargs) -> Task:
     _load_builtin()
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
