@@ -57,6 +57,15 @@ class Batch:
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
 
+    def trimmed(self) -> "Batch":
+        """Drop padding columns no row of this (micro-)batch uses: a batch is padded to the step's longest prompt
+        and response, and short micro-batches should not pay for them. Masked math is unchanged."""
+        p0 = int(self.prompt_mask.any(0).long().argmax())  # first prompt column any row uses (left padding)
+        t1 = max(int(self.completion_mask.sum(-1).max()), 1)  # last response column any row uses
+        return Batch(self.prompt_ids[:, p0:], self.prompt_mask[:, p0:], self.completion_ids[:, :t1],
+                     self.completion_mask[:, :t1], self.advantages, self.old_logprobs[:, :t1],
+                     None if self.ref_logprobs is None else self.ref_logprobs[:, :t1])
+
 
 def _chunks(n: int, parts: int | None = None, size: int | None = None) -> list[slice]:
     if size:
@@ -277,7 +286,7 @@ class Trainer:
             loss_total = 0.0
             micro_metrics: dict[str, float] = {}
             for ms in _chunks(len(mini), size=o.micro_batch_size or len(mini)):
-                m = mini.rows(ms)
+                m = mini.rows(ms).trimmed()
                 logp, ent = sequence_logprobs(self.model, m.prompt_ids, m.prompt_mask, m.completion_ids,
                                               m.completion_mask, self.cfg.rollout.temperature)
                 loss, metrics = policy_loss(logp, m.old_logprobs, m.advantages, m.completion_mask, self.loss_cfg,
