@@ -33,6 +33,9 @@ class ModelConfig:
     """Size preset of the testbed policy when ``path`` is None."""
     warmup_steps: int | None = None
     """Supervised warm-start steps for the testbed policy (None: the testbed's default)."""
+    warmup_seed: int = 0
+    """Seed of the testbed warm-start. Kept apart from the run's ``seed`` so that runs with different seeds start
+    from the same policy, as RL runs from one pretrained model do."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Parameter dtype of the policy."""
     device: str = "auto"

@@ -30,7 +30,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_policy(cfg: ModelConfig, task_name: str, task_kwargs: dict, seed: int = 0):
+def load_policy(cfg: ModelConfig, task_name: str, task_kwargs: dict):
     """(model, tokenizer) on the configured device, in training mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -39,7 +39,7 @@ def load_policy(cfg: ModelConfig, task_name: str, task_kwargs: dict, seed: int =
         from sfpo.testbed import warm_start  # builds (or reuses the cached) warm-started testbed policy
 
         kwargs = {} if cfg.warmup_steps is None else {"steps": cfg.warmup_steps}
-        path = str(warm_start(task_name, task_kwargs, size=cfg.testbed_size, seed=seed, **kwargs))
+        path = str(warm_start(task_name, task_kwargs, size=cfg.testbed_size, seed=cfg.warmup_seed, **kwargs))
     dtype = getattr(torch, cfg.dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)

@@ -90,7 +90,7 @@ class Trainer:
                 raise ConfigError(f"task: {e}") from None
         self.task = task
         if model is None:
-            model, tokenizer = load_policy(cfg.model, cfg.task.name, cfg.task.kwargs, seed=cfg.seed)
+            model, tokenizer = load_policy(cfg.model, cfg.task.name, cfg.task.kwargs)
         model = add_lora(model, cfg.model)
         self.model, self.tokenizer = model, tokenizer
         self.device = next(model.parameters()).device
