@@ -104,34 +104,39 @@ def _spread(xs: list) -> list | None:
 
 
 def analyse(runs: dict[str, list[str]], seeds: list[int], out: Path) -> dict:
-    recs = {name: {s: read_metrics(out / name / f"seed{s}") for s in seeds} for name in runs}
-    sums = {name: {s: json.loads((out / name / f"seed{s}" / "summary.json").read_text()) for s in seeds}
+    """Per-run rows over the seeds that finished (a run missing some seeds reports the ones it has)."""
+    done = {name: [s for s in seeds if (out / name / f"seed{s}" / "summary.json").exists()] for name in runs}
+    runs = {name: ov for name, ov in runs.items() if done[name]}
+    recs = {name: {s: read_metrics(out / name / f"seed{s}") for s in done[name]} for name in runs}
+    sums = {name: {s: json.loads((out / name / f"seed{s}" / "summary.json").read_text()) for s in done[name]}
             for name in runs}
     table = {}
     for name in runs:
+        seeds_here = done[name]
         prefix = name.split("/")[0] + "/" if "/" in name else ""
         base = prefix + "grpo" if prefix + "grpo" in recs else "grpo"
         passes = prefix + "grpo_4passes" if prefix + "grpo_4passes" in recs else "grpo_4passes"
-        row: dict = {"seeds": seeds, "best_val": {}, "test_of_best": {}, "rollouts_to_grpo_best": {},
+        row: dict = {"seeds": seeds_here, "best_val": {}, "test_of_best": {}, "rollouts_to_grpo_best": {},
                      "time_to_grpo_best": {}, "vs_grpo": {}, "vs_grpo_passes": {}, "vs_grpo_smoothed": {},
                      "vs_grpo_passes_smoothed": {}, "step_s": {}, "phase_s": {},
                      "peak_rss_mb": {}, "switched_off_at": {}}
-        for s in seeds:
+        for s in seeds_here:
             r, summ = recs[name][s], sums[name][s]
             row["best_val"][s] = best_point(r)["acc"]
             row["test_of_best"][s] = summ.get("test/best_accuracy")
-            hit = first_reach(r, best_point(recs[base][s])["acc"]) if base in recs else None
+            hit = first_reach(r, best_point(recs[base][s])["acc"]) if s in recs.get(base, {}) else None
             row["rollouts_to_grpo_best"][s] = hit["rollouts"] if hit else None
             row["time_to_grpo_best"][s] = hit["time"] if hit else None
-            if base in recs:
+            if s in recs.get(base, {}):
                 row["vs_grpo"][s] = match_ratios(recs[base][s], r)
                 row["vs_grpo_smoothed"][s] = match_ratios(recs[base][s], r, smooth=3)
-            if passes in recs:
+            if s in recs.get(passes, {}):
                 row["vs_grpo_passes"][s] = match_ratios(recs[passes][s], r)
                 row["vs_grpo_passes_smoothed"][s] = match_ratios(recs[passes][s], r, smooth=3)
             steps = [x for x in r if x.get("time/step") is not None]
             row["step_s"][s] = _med([x["time/step"] for x in steps])
-            row["phase_s"][s] = {k: _med([x.get(k) for x in steps]) for k in
+            active = [x for x in steps if x.get("sfpo/active") == 1.0] or steps  # SFPO phases: while it was on
+            row["phase_s"][s] = {k: _med([x.get(k) for x in active]) for k in
                                  ("time/rollout", "time/reward", "time/old_logprobs", "time/fast",
                                   "time/reposition", "time/slow", "time/update")}
             row["peak_rss_mb"][s] = summ.get("peak_rss_mb")
@@ -163,10 +168,11 @@ def write_report(table: dict, runs: dict, seeds: list[int], report: Path, out: P
             ref = _med(list(table["grpo"]["best_val"].values())) if g != "hard" and "grpo" in table else None
             if g == "ablations":
                 names = ["grpo", "sfpo_noswitch"] + names if "sfpo_noswitch" in table else ["grpo"] + names
-            path = plot_compare({n: [out / n / f"seed{s}" for s in seeds] for n in names}, report / f"{g}.png",
+            path = plot_compare({n: [out / n / f"seed{s}" for s in table[n]["seeds"]] for n in names if n in table},
+                                report / f"{g}.png",
                                 reference=ref)
             plots[g] = path.name
-    lines = [f"| run | best val acc, median [min, max] | test acc of best | rollouts to GRPO's best | "
+    lines = [f"| run (seeds) | best val acc, median [min, max] | test acc of best | rollouts to GRPO's best | "
              f"wall-clock to GRPO's best (s) | rollouts ratio vs GRPO | wall-clock ratio vs GRPO | "
              f"rollouts ratio vs GRPO-{{K+1}} | wall-clock ratio vs GRPO-{{K+1}} | step (s) | fast / repos. / slow (s) "
              f"| peak RSS (MB) |", "|" + "---|" * 12]
@@ -178,12 +184,12 @@ def write_report(table: dict, runs: dict, seeds: list[int], report: Path, out: P
             b = ratio_block(table, name, key, field)
             sp = b["spread"]
             return f"{fmt(b['median'], '{:.2f}')} [{fmt(sp[0], '{:.2f}') if sp else '—'}, " \
-                   f"{fmt(sp[1], '{:.2f}') if sp else '—'}] ({b['reached']}/{len(seeds)})"
+                   f"{fmt(sp[1], '{:.2f}') if sp else '—'}] ({b['reached']}/{len(row['seeds'])})"
         ph = {k: _med([p[k] for p in row["phase_s"].values()]) for k in ("time/fast", "time/reposition", "time/slow")}
         lines.append(
-            f"| {name} | {fmt(_med(bv))} [{fmt(min(bv))}, {fmt(max(bv))}] | {fmt(_med(list(row['test_of_best'].values())))} "
+            f"| {name} ({len(row['seeds'])}) | {fmt(_med(bv))} [{fmt(min(bv))}, {fmt(max(bv))}] | {fmt(_med(list(row['test_of_best'].values())))} "
             f"| {fmt(_med(list(row['rollouts_to_grpo_best'].values())), '{:.0f}')} "
-            f"({sum(v is not None for v in row['rollouts_to_grpo_best'].values())}/{len(seeds)}) "
+            f"({sum(v is not None for v in row['rollouts_to_grpo_best'].values())}/{len(row['seeds'])}) "
             f"| {fmt(_med(list(row['time_to_grpo_best'].values())), '{:.0f}')} "
             f"| {rb('vs_grpo', 'rollouts_ratio')} | {rb('vs_grpo', 'wallclock_ratio')} "
             f"| {rb('vs_grpo_passes', 'rollouts_ratio')} | {rb('vs_grpo_passes', 'wallclock_ratio')} "
@@ -263,6 +269,8 @@ def main() -> None:
     p.add_argument("--report", default=None, help="where results.json and PNGs go (default: <out>/report; "
                                                    "the published record is docs/reproduction)")
     p.add_argument("--analyse-only", action="store_true", help="only rebuild the report from finished runs")
+    p.add_argument("--methods", nargs="+", default=None, help="run only these names of the grid (the report "
+                                                              "still covers every finished run of the grid)")
     p.add_argument("overrides", nargs="*", help="config overrides for every run (e.g. steps=80)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -281,6 +289,8 @@ def main() -> None:
     if not args.analyse_only:
         for seed in args.seeds:  # seed-major: a partial grid already has every method for the first seeds
             for name, ov in runs.items():
+                if args.methods and name not in args.methods:
+                    continue
                 run_one(name, ov, seed, out, extra)
                 done += 1
                 logger.info("progress: %d/%d runs, %.0f s elapsed", done, total, time.perf_counter() - t0)
