@@ -160,6 +160,7 @@ class SlowFastUpdate:
         if self.scheduler is not None and self.lr_stepping == "train_step":
             self.scheduler.step()
         metrics = self.metrics
+        self._saved_opt_state = None  # a plain step's copy (kept for abort()) is not needed past the step
         self._reset()
         return metrics
 
@@ -170,8 +171,11 @@ class SlowFastUpdate:
         weights were restored."""
         restored = self._anchor_valid
         if restored:
-            torch._foreach_copy_([p.detach() for p in self.params],
-                                 [a.to(p.device) for a, p in zip(self._anchor, self.params)])
+            if self.anchor_device is None:
+                torch._foreach_copy_([p.detach() for p in self.params], self._anchor)
+            else:  # one tensor at a time: never a whole second copy on the parameters' device
+                for p, a in zip(self.params, self._anchor):
+                    p.detach().copy_(a, non_blocking=True)
             if self._saved_opt_state is not None:
                 self._load_optimizer_state(self._saved_opt_state)
         self._saved_opt_state = None
@@ -210,18 +214,19 @@ class SlowFastUpdate:
     def reposition(self) -> None:
         """Stage II: θ̃ = θ0 + α(θK − θ0), in place as θ.lerp_(θ0, 1 − α); then the optimizer-state policy."""
         assert self._anchor is not None
-        anchor = self._anchor
-        if self.anchor_device is not None:
-            anchor = [a.to(p.device, non_blocking=True) for a, p in zip(anchor, self.params)]
         live = [p.detach() for p in self.params]
         if self.track_drift:
-            sq = sum(float(torch.linalg.vector_norm(p.float() - a.float())) ** 2 for p, a in zip(live, anchor))
-            self.metrics["sfpo/drift_norm"] = math.sqrt(sq)
+            drift = self._drift_norm(live)
+            self.metrics["sfpo/drift_norm"] = drift
             # θ̃ − θ0 = α(θK − θ0) exactly in real arithmetic; no second pass over the weights is needed.
-            self.metrics["sfpo/reposition_norm"] = self.alpha * math.sqrt(sq)
+            self.metrics["sfpo/reposition_norm"] = self.alpha * drift
         t0 = time.perf_counter()
         if self.alpha != 1.0:
-            torch._foreach_lerp_(live, anchor, 1.0 - self.alpha)
+            if self.anchor_device is None:
+                torch._foreach_lerp_(live, self._anchor, 1.0 - self.alpha)
+            else:  # offloaded θ0 comes back one tensor at a time: the peak is one tensor, not a whole copy
+                for p, a in zip(live, self._anchor):
+                    p.lerp_(a.to(p.device, non_blocking=True), 1.0 - self.alpha)
         if self.optimizer_state == "reset":
             for p in self.params:
                 self.optimizer.state.pop(p, None)
@@ -229,6 +234,18 @@ class SlowFastUpdate:
             self._load_optimizer_state(self._saved_opt_state)
             self._saved_opt_state = None
         self.metrics["time/reposition"] = time.perf_counter() - t0
+
+    def _drift_norm(self, live: list[torch.Tensor]) -> float:
+        """‖θK − θ0‖ over all trainable tensors, in float32 per tensor, one host sync in all (not one per
+        tensor: hundreds of syncs cost more than the arithmetic on an accelerator). Transient memory: one
+        tensor's difference at a time."""
+        norms = [torch.linalg.vector_norm(p.float() - a.to(p.device, non_blocking=True).float())
+                 for p, a in zip(live, self._anchor)]
+        by_device: dict[torch.device, list[torch.Tensor]] = {}
+        for n in norms:  # several devices (pipeline-split models): one stack per device
+            by_device.setdefault(n.device, []).append(n)
+        sq = sum(float(torch.stack(ns).double().square().sum()) for ns in by_device.values())
+        return math.sqrt(sq)
 
     # ---------------------------------------------------------------------------------- optimizer state
     def _copy_optimizer_state(self) -> dict[int, dict[str, Any]]:
@@ -255,9 +272,11 @@ class SlowFastUpdate:
         sd: dict[str, Any] = {"phase": self.phase, "fast_done": self.fast_done, "metrics": dict(self.metrics),
                               "inner_steps": self.inner_steps, "alpha": self.alpha,
                               "optimizer_state": self.optimizer_state}
-        if self.phase == "fast":
+        if self._anchor_valid and (self.phase == "fast" or self.keep_anchor):
+            # Copies, not references: training on must not change a checkpoint held in memory (the restore
+            # policy hands its saved tensors back to the optimizer, which then updates them in place).
             sd["anchor"] = [a.detach().clone() for a in self._anchor]
-            sd["saved_optimizer_state"] = self._saved_opt_state
+            sd["saved_optimizer_state"] = _clone_state(self._saved_opt_state)
         return sd
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
@@ -265,13 +284,14 @@ class SlowFastUpdate:
             if sd[key] != getattr(self, key):
                 logger.warning("SFPO %s was %r in the checkpoint and is %r now", key, sd[key], getattr(self, key))
         self.phase, self.fast_done, self.metrics = sd["phase"], sd["fast_done"], dict(sd["metrics"])
-        if self.phase == "fast":
-            if len(sd["anchor"]) != len(self.params):
+        self._anchor_valid, self._saved_opt_state = False, None
+        if sd.get("anchor") is not None:
+            if len(sd["anchor"]) != len(self.params) or \
+                    any(a.shape != p.shape for a, p in zip(sd["anchor"], self.params)):
                 raise ValueError("checkpointed SFPO anchor does not match the trainable parameters")
-            self._anchor = None
             self._snapshot_from(sd["anchor"])
             self._anchor_valid = True
-            self._saved_opt_state = sd.get("saved_optimizer_state")
+            self._saved_opt_state = _clone_state(sd.get("saved_optimizer_state"))
 
     @torch.no_grad()
     def _snapshot_from(self, tensors: list[torch.Tensor]) -> None:
@@ -284,3 +304,11 @@ class SlowFastUpdate:
         for state in (self._saved_opt_state or {}).values():
             tensors += [v[0] for v in state.values() if isinstance(v, tuple)]
         return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _clone_state(saved: dict[int, dict[str, Any]] | None) -> dict[int, dict[str, Any]] | None:
+    """A copy of a saved optimizer state ({index: {key: (tensor, device) or value}}) sharing no tensor."""
+    if saved is None:
+        return None
+    return {i: {k: (v[0].detach().clone(), v[1]) if isinstance(v, tuple) else v for k, v in state.items()}
+            for i, state in saved.items()}
