@@ -85,6 +85,15 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
     return float((values * mask).sum() / mask.sum().clamp_min(1.0))
 
 
+def _check_shapes(logprobs: torch.Tensor, **others: torch.Tensor | None) -> None:
+    if logprobs.dim() != 2:
+        raise ValueError(f"logprobs must be (B, T), got shape {tuple(logprobs.shape)}")
+    for name, tensor in others.items():
+        if tensor is not None and tensor.shape != logprobs.shape:
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)}, logprobs {tuple(logprobs.shape)}; "
+                             "they must match token for token")
+
+
 def policy_loss(
     logprobs: torch.Tensor,  # (B, T) log π_θ(o_t | ...) of the sampled tokens, with grad
     old_logprobs: torch.Tensor,  # (B, T) log π_θ0 at the rollout policy, no grad
@@ -97,6 +106,11 @@ def policy_loss(
     normalizer: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped surrogate  -min(r A, clip(r, 1-ε_low, 1+ε_high) A)  (+ β·KL_k3 − c·H), aggregated."""
+    _check_shapes(logprobs, old_logprobs=old_logprobs, mask=mask, ref_logprobs=ref_logprobs, entropy=entropy)
+    if advantages.shape != logprobs.shape[:1]:
+        # (B, 1) would broadcast against (B, T) into (B, B, T) and give a wrong loss without any error.
+        raise ValueError(f"advantages must have shape (B,) = {tuple(logprobs.shape[:1])}, one per response; "
+                         f"got {tuple(advantages.shape)}")
     mask = mask.to(logprobs.dtype)
     adv = advantages.to(logprobs.dtype).unsqueeze(-1)  # (B, 1)
     log_ratio = logprobs - old_logprobs  # (B, T)
