@@ -20,6 +20,8 @@ def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
         raise ValueError(f"rewards must be 1-D (num_prompts * group_size,), got shape {tuple(rewards.shape)}")
     if group_size < 1 or rewards.numel() % group_size != 0:
         raise ValueError(f"{rewards.numel()} rewards cannot be split into groups of {group_size}")
+    if not rewards.is_floating_point():  # integer 0/1 rewards: std/mean need a float dtype
+        rewards = rewards.float()
     return rewards.view(-1, group_size)  # (P, G)
 
 
@@ -40,7 +42,7 @@ def batch_std_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e
     """Group-mean baseline scaled by the std of the whole batch (TRL ``scale_rewards="batch"``)."""
     r = _grouped(rewards, group_size)
     centered = r - r.mean(dim=1, keepdim=True)
-    std = rewards.std() if rewards.numel() > 1 else rewards.new_zeros(())
+    std = r.std() if r.numel() > 1 else r.new_zeros(())
     return (centered / (std + eps)).reshape(-1)
 
 
