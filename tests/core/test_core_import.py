@@ -14,6 +14,7 @@ BLOCKED = ["transformers", "trl", "vllm", "verl", "accelerate", "peft", "dataset
 SCRIPT = r"""
 import importlib.abc, json, sys
 import torch  # first: torch's own optional imports (torch.hub tries tqdm) are torch's business, not ours
+before = set(sys.modules)
 blocked = set(json.loads(sys.argv[1]))
 attempts = []
 
@@ -27,7 +28,7 @@ class Blocker(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Blocker())
 import sfpo.core
 from sfpo.core import SlowFastUpdate, policy_loss, compute_advantages, make_switch  # noqa: F401
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in blocked)
+loaded = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in blocked)
 print(json.dumps({"attempts": attempts, "loaded": loaded,
                   "sfpo": sorted(m for m in sys.modules if m.startswith("sfpo"))}))
 """
