@@ -19,6 +19,14 @@ from sfpo.tasks.countdown import check_steps
     ("12+34+56=", "102", "==+-*,: ", 0.0),
     ("1+2+3=", "6", "3+3=6 ", 1.0),               # trailing space stripped
     ("1+2+3=", "6", "3+3=-6", 0.0),
+    ("1+2+3=", "6", "3+3=²", 0.0),                # str.isdigit() is True for "²" but int() rejects it
+    ("1+2+3=", "6", "3+3=٦", 0.0),                # non-ASCII digits are not an answer
+    ("1+2+3=", "6", "3+3=6=6", 1.0),
+    ("1+2+3=", "6", "3+3=6\n7", 0.0),
+    ("12-34+5=", "-17", "-22+5=-17", 1.0),
+    ("12-34+5=", "-17", "-22+5=17", 0.0),
+    ("12-34+5=", "-17", "-22+5=--17", 0.0),
+    ("1+2=", "3", "9" * 40, 0.0),                  # absurdly long numbers are rejected, not parsed
 ])
 def test_arithmetic_verifier(prompt, answer, completion, expected):
     task = get_task("arithmetic")
@@ -43,6 +51,16 @@ def _cd(nums, target):
     ([3, 4, 5], 17, "3*4=12;12+5=17", 0.0),
     ([3, 4, 5], 17, "", 0.0),
     ([3, 4, 5], 17, "9999999*9999999=1", 0.0),
+    ([3, 4, 5], 17, "3*4=12,12+5=17,17-0=17", 0.0),  # 0 was not given (and three steps are one too many)
+    ([3, 4, 5], 7, "3+4=7", 1.0),
+    ([3, 4, 5], -1, "4-5=-1", 1.0),               # a negative result may end the chain
+    ([3, 4, 5], 1, "4-5=-1,-1+2=1", 0.0),         # but no step can use it
+    ([3, 4, 5], 17, " 3*4=12 , 12+5=17 ", 1.0),   # spaces around steps are harmless
+    ([3, 4, 5], 17, "3*4=12,12+5=17\n", 1.0),
+    ([3, 4, 5], 17, "3*4=12,,12+5=17", 0.0),
+    ([3, 4, 5], 17, "٣*4=12,12+5=17", 0.0),       # non-ASCII digits
+    ([3, 4, 5], 17, "3*4=12,12+5=17=17", 0.0),
+    ([3, 4, 5], 17, "3/4=0,12+5=17", 0.0),
 ])
 def test_countdown_verifier(nums, target, completion, expected):
     task = get_task("countdown")
@@ -52,6 +70,14 @@ def test_countdown_verifier(nums, target, completion, expected):
 def test_countdown_reward_without_meta_reads_the_prompt():
     task = get_task("countdown")
     assert task.reward("3*4=12,12+5=17", Example("3,4,5:17=", "17")) == 1.0
+    assert task.reward("3*4=12,12+5=17", Example("garbage", "17")) == 0.0
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "countdown"])
+@pytest.mark.parametrize("junk", [None, 17, b"3*4=12", ["1"]])
+def test_rewards_of_non_text_are_zero(name, junk):
+    task = get_task(name)
+    assert task.reward(junk, task.examples("validation", 1)[0]) == 0.0
 
 
 @pytest.mark.parametrize("name", ["arithmetic", "countdown"])
@@ -73,6 +99,38 @@ def test_difficulty_knob():
     assert max(len(e.prompt) for e in easy.examples("train", 50)) <= 4
     assert all(e.prompt.count("+") == 3 for e in hard.examples("train", 50))
     assert all(len(e.meta["numbers"]) == 4 for e in get_task("countdown", count=4).examples("train", 20))
+    mixed = get_task("arithmetic", ops="+-", terms=4).examples("train", 200)
+    assert any("-" in e.prompt for e in mixed) and any(e.answer.startswith("-") for e in mixed)
+    assert all(e.solution.count("=") == 2 for e in mixed)  # terms - 2 intermediate steps, then the total
+    assert all(get_task("arithmetic", ops="+-", terms=4).reward(e.solution, e) == 1.0 for e in mixed)
+
+
+def test_default_problems_and_lengths_are_pinned():
+    """The default problems are what the cached warm-starts and reported numbers were made on: moving them is a
+    deliberate change (bump testbed.FORMAT_VERSION)."""
+    arith, count = get_task("arithmetic"), get_task("countdown")
+    assert [(e.prompt, e.solution) for e in arith.examples("validation", 2)] == \
+        [("24+24+15=", "48+15=63"), ("14+42+88=", "56+88=144")]
+    assert count.examples("validation", 1)[0].prompt == "5,6,6:180="
+    for task in (arith, count):  # responses stay short enough for 16-token rollouts (+ eos)
+        assert max(len(e.solution) for e in task.examples("train")) <= 16
+
+
+def test_registry_is_filled_at_import_and_extensible(monkeypatch):
+    import sfpo.tasks as tasks
+
+    assert {"arithmetic", "countdown"} <= set(tasks.TASKS)
+
+    class Echo:
+        name = "echo"
+
+        def __init__(self, word: str = "hi"):
+            self.word = word
+
+    monkeypatch.setitem(tasks.TASKS, "echo", Echo)
+    assert get_task("echo", word="yo").word == "yo"
+    with pytest.raises(ValueError, match=r"task 'echo' has no option 'words'; its options: \['word'\]"):
+        get_task("echo", words="yo")
 
 
 def test_registry_errors():
@@ -82,10 +140,14 @@ def test_registry_errors():
         get_task("arithmetic", term=3)
     with pytest.raises(ValueError, match="unknown split"):
         get_task("arithmetic").examples("dev", 3)
+    with pytest.raises(ValueError, match="ops must be"):
+        get_task("arithmetic", ops="*")
     with pytest.raises(ValueError, match="could only find"):
         get_task("arithmetic", terms=2, digits=1).examples("train", 5000)
 
 
 def test_check_steps_never_raises_on_garbage():
-    for junk in ["", ",", "=", "1=1", "a+b=c", "1+1=2" * 50, "-1+2=1", "1//2=0", "1+2=3=3"]:
-        assert check_steps(junk, [1, 2, 3], 3) in (True, False)
+    for junk in ["", ",", "=", "1=1", "a+b=c", "1+1=2" * 50, "-1+2=1", "1//2=0", "1+2=3=3", "²+1=3", "1+2=3,"
+                 * 1000, "9" * 10_000, "\x00", "1+2=3,3*0=0"]:
+        assert check_steps(junk, [1, 2, 3], 3) is False
+    assert check_steps("1+2=3", [], 3) is False

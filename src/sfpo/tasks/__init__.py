@@ -17,11 +17,12 @@ TASKS: dict[str, Callable[..., Task]] = {}
 
 
 def register_task(name: str, factory: Callable[..., Task]) -> None:
+    """Make ``get_task(name, **options)`` call ``factory(**options)``; its keyword parameters are the options."""
     TASKS[name] = factory
 
 
 def get_task(name: str, /, **kwargs) -> Task:
-    _load_builtin()
+    """A new task ``name`` built with the options ``kwargs``; ValueError naming what exists otherwise."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
     factory = TASKS[name]
@@ -33,9 +34,7 @@ def get_task(name: str, /, **kwargs) -> Task:
     return factory(**kwargs)
 
 
-def _load_builtin() -> None:
-    if TASKS:
-        return
+def _register_builtin() -> None:
     from sfpo.tasks.arithmetic import ArithmeticTask
     from sfpo.tasks.countdown import CountdownTask
 
@@ -46,3 +45,7 @@ def _load_builtin() -> None:
     except ImportError:
         return
     register_math(register_task)
+
+
+# filled at import, so that TASKS lists every built-in task before anyone calls get_task
+_register_builtin()

@@ -16,19 +16,24 @@ from sfpo.tasks.procedural import generate_split
 
 __all__ = ["CountdownTask", "check_steps"]
 
-_STEP = re.compile(r"^(\d{1,6})([+\-*])(\d{1,6})=(-?\d{1,9})$")
+# ASCII digits only (a regex \d also matches other scripts' digits); bounded lengths keep products small
+_STEP = re.compile(r"([0-9]{1,6})([+\-*])([0-9]{1,6})=(-?[0-9]{1,12})")
+_PROMPT = re.compile(r"([0-9,]+):")
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
 def check_steps(completion: str, numbers: list[int], target: int) -> bool:
-    """True when the steps are valid arithmetic over the available numbers and end at the target."""
+    """True when the comma-separated steps "a<op>b=c" are correct arithmetic, each operand is a given number or an
+    earlier step's result not used before, and the last result is ``target``. Never raises."""
+    if not isinstance(completion, str):
+        return False
     pool = Counter(numbers)
     result = None
-    steps = [s for s in completion.strip().split(",")]
-    if not steps or len(steps) > 2 * len(numbers):
+    steps = completion.strip().split(",")
+    if len(steps) >= len(numbers):  # each step uses up two numbers and makes one: at most len(numbers)-1 steps
         return False
     for step in steps:
-        m = _STEP.match(step.strip())
+        m = _STEP.fullmatch(step.strip())
         if m is None:
             return False
         a, op, b, claimed = int(m[1]), m[2], int(m[3]), int(m[4])
@@ -76,6 +81,6 @@ class CountdownTask:
     def reward(self, completion: str, example: Example) -> float:
         numbers = example.meta.get("numbers")
         if numbers is None:  # rebuilt from the prompt if the row came without meta (e.g. read from a file)
-            head = example.prompt.split(":", 1)[0]
-            numbers = [int(x) for x in head.split(",") if x.isdigit()]
+            m = _PROMPT.match(example.prompt)
+            numbers = [int(x) for x in m[1].split(",") if x] if m else []
         return float(check_steps(completion, list(numbers), int(example.answer)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from typing import Callable
 
 from sfpo.tasks.base import SPLITS, Example
@@ -48,10 +49,14 @@ def generate_split(name: str, split: str, n: int | None, seed: int,
     return out
 
 
+# ASCII digits only: str.isdigit() also accepts "²", which int() then rejects with an exception
+_INT = re.compile(r"-?[0-9]{1,12}")
+
+
 def parse_int(text: str) -> int | None:
-    """An optionally signed decimal integer, or None (never raises)."""
-    text = text.strip()
-    body = text[1:] if text[:1] == "-" else text
-    if not body or not body.isdigit() or len(body) > 12:
+    """An optionally signed decimal integer of at most 12 ASCII digits (surrounding whitespace ignored), or None;
+    never raises."""
+    if not isinstance(text, str):
         return None
-    return int(text)
+    text = text.strip()
+    return int(text) if _INT.fullmatch(text) else None
