@@ -534,7 +534,8 @@ def test_checkpoint_mid_step_resumes_exactly(policy, stop_at):
     assert_same(s2.weights(), s.weights())
     assert_same_state(s2.opt_state(), s.opt_state())
     assert switch2.state_dict() == switch.state_dict()
-    assert _no_time(head + tail) == _no_time(log)  # losses, drift norms, switch decisions, LR: all identical (timings aside)
+    # losses, drift norms, switch decisions, learning rates: all identical (timings aside)
+    assert _no_time(head + tail) == _no_time(log)
 
 
 def _no_time(log):
