@@ -3,11 +3,13 @@ training forward, weights synced in place (plain and LoRA), seeded reproducibili
 environment: `bash benchmarks/vllm_env.sh`. One engine serves the module (building one costs seconds)."""
 
 import copy
+import random
 
 import pytest
 
 pytest.importorskip("vllm")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from sfpo.policy import sequence_logprobs  # noqa: E402
@@ -34,10 +36,28 @@ def model(tok):
     return m
 
 
+def _rng_states():
+    return torch.random.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+
+
 @pytest.fixture(scope="module")
-def engine(model, tok):
-    return VLLMEngine(model, tok, dtype="float32", max_model_len=64, enforce_eager=True,
-                      kv_cache_memory_bytes=64 * 2**20)
+def built(model, tok):
+    """The engine, and the process's RNG states before and after building it."""
+    before = _rng_states()
+    engine = VLLMEngine(model, tok, dtype="float32", max_model_len=64, enforce_eager=True,
+                        kv_cache_memory_bytes=64 * 2**20)
+    return engine, before, _rng_states()
+
+
+@pytest.fixture(scope="module")
+def engine(built):
+    return built[0]
+
+
+def test_building_the_engine_leaves_the_trainers_rng_alone(built):
+    """An in-process vLLM seeds torch, random and numpy globally; the engine restores all three."""
+    _, (t0, r0, n0), (t1, r1, n1) = built
+    assert torch.equal(t0, t1) and r0 == r1 and (n0 == n1).all()
 
 
 def _perturb(model, seed, scale):

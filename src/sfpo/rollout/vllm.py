@@ -57,13 +57,13 @@ class VLLMEngine:
             raise ValueError(f"logprobs_mode must be one of {_LOGPROBS_MODES}, got {logprobs_mode!r}")
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs a pad and an eos token for batched sampling")
-        if getattr(_base_model(model), "is_quantized", False):
+        base = _base_model(model)
+        if getattr(base, "is_quantized", False):
             raise NotImplementedError("VLLMEngine syncs full-precision weights; a quantized policy is not supported")
         self.tokenizer = tokenizer
         self.logprobs_mode = logprobs_mode
         self._warned: set[tuple[float, float]] = set()
 
-        base = _base_model(model)
         config = copy.deepcopy(base.config)
         config.architectures = [type(base).__name__]  # a model built from a config has none; vLLM needs it
         if hasattr(config, "quantization_config"):  # e.g. left by a GGUF load; the weights we push are dense
@@ -78,7 +78,7 @@ class VLLMEngine:
             self.llm = vllm.LLM(
                 model=self._config_dir.name, load_format="dummy", skip_tokenizer_init=True,
                 generation_config="vllm",  # sampling settings come from SamplingParams only, never a config file
-                dtype=dtype or str(next(model.parameters()).dtype).removeprefix("torch."),
+                dtype=dtype or str(base.dtype).removeprefix("torch."),  # a LoRA model's dtype is its base's
                 gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                 enforce_eager=enforce_eager, seed=seed, logprobs_mode=logprobs_mode, **llm_kwargs)
         if type(self.llm.llm_engine.engine_core).__name__ != "InprocClient":
