@@ -164,12 +164,12 @@ def merged_named_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Te
     base = model.get_base_model()
     active = set(model.active_adapters)
     for name, p in base.named_parameters():
+        if "lora_" in name or ".original_module." in name:
+            continue  # adapter factors are merged below; the module-to-save copy replaces the original
         owner_name, _, leaf = name.rpartition(".")
         owner = base.get_submodule(owner_name.removesuffix(".base_layer"))
         if isinstance(owner, BaseTunerLayer) and not isinstance(owner, LoraLayer):
             raise NotImplementedError(f"only LoRA adapters can be merged for vLLM, not {type(owner).__name__}")
-        if "lora_" in name or ".original_module." in name:
-            continue  # adapter factors are merged below; the module-to-save copy replaces the original
         m = re.search(r"\.modules_to_save\.([^.]+)\.", name)
         if m:
             if m.group(1) in active:
@@ -197,8 +197,8 @@ def _reload_weights(worker, weights) -> None:
     """Runs on vLLM's worker: load checkpoint-format weights into the live model in place."""
     runner_reload = getattr(worker.model_runner, "reload_weights", None)  # the worker's own takes *args
     if runner_reload is not None and "weights_iterator" in inspect.signature(runner_reload).parameters:
-        # vLLM ≥0.1x: loads layer by layer and re-runs each layer's post-load processing (CPU GEMM prepacking,
-        # quantisation), which a bare ``load_weights`` into an already-processed model skips or breaks.
+        # vLLM's in-place reload (0.32 has it): loads layer by layer and re-runs each layer's post-load processing
+        # (CPU GEMM prepacking, quantisation), which a bare ``load_weights`` into a processed model skips or breaks.
         worker.reload_weights(weights_iterator=weights, is_checkpoint_format=True)
         model = worker.get_model()
         head = getattr(model, "lm_head", None)
