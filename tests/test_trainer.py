@@ -169,3 +169,27 @@ def test_tensorboard_events_and_plot_are_written(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["peak_rss_mb"] > 0
+
+
+def test_engine_weights_are_synced_once_per_step_before_generation(tmp_path):
+    """A separate engine (vLLM) samples from stale weights unless the trainer syncs it; fast passes never do."""
+    calls = []
+
+    class Recorder:
+        def __init__(self, engine, trainer):
+            self.engine, self.trainer = engine, trainer
+
+        def sync_weights(self, model):
+            calls.append(("sync", self.trainer.update.phase))
+
+        def generate(self, prompts, params):
+            calls.append(("generate", None))
+            return self.engine.generate(prompts, params)
+
+    cfg = load_config(None, BASE + ["steps=2", f"output_dir={tmp_path / 'r'}", "algorithm.name=sfpo",
+                                    "eval.every=0"])
+    tok = make_tokenizer()
+    trainer = Trainer(cfg, model=make_model(tok), tokenizer=tok, task=ToyTask())
+    trainer.engine = Recorder(trainer.engine, trainer)
+    trainer.train()
+    assert calls == [("sync", "idle"), ("generate", None)] * 2

@@ -181,6 +181,7 @@ class Trainer:
         examples = self._step_examples(self.step)
 
         t0 = time.perf_counter()
+        self.engine.sync_weights(self.model)  # once per training step; the fast passes never touch the engine
         rollout = self.engine.generate(
             [ex.prompt for ex in examples],
             SamplingParams(n=r.group_size, temperature=r.temperature, top_p=r.top_p,
@@ -315,6 +316,7 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         e, r = self.cfg.eval, self.cfg.rollout
         t0 = time.perf_counter()
+        self.engine.sync_weights(self.model)
         res = evaluate(self.engine, self.task, self.val_examples, k=e.k, temperature=e.temperature, top_p=e.top_p,
                        max_new_tokens=r.max_new_tokens, seed=self._seed("eval", 0),
                        on_error=self.cfg.task.reward_errors)
@@ -333,13 +335,16 @@ class Trainer:
         examples = self.task.examples("test", e.test_num_prompts)
         kw = dict(k=e.k, temperature=e.temperature, top_p=e.top_p, max_new_tokens=r.max_new_tokens,
                   seed=self._seed("test", 0))
+        self.engine.sync_weights(self.model)
         out = {"test/final_accuracy": evaluate(self.engine, self.task, examples, **kw).avg_at_k}
         best_dir = self.out / "best"
         if best_dir.exists():
             live = copy.deepcopy(self.model.state_dict())
             self._load_model_weights(best_dir)
+            self.engine.sync_weights(self.model)
             out["test/best_accuracy"] = evaluate(self.engine, self.task, examples, **kw).avg_at_k
             self.model.load_state_dict(live)
+            self.engine.sync_weights(self.model)
         return out
 
     def _summary(self) -> dict[str, Any]:
