@@ -65,6 +65,8 @@ class TaskConfig:
 class RolloutConfig:
     engine: Literal["hf", "vllm"] = "hf"
     """Generation engine: "hf" (transformers forward with a KV cache, in-process) or "vllm" (optional extra)."""
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Options for the engine's constructor, e.g. for vllm {gpu_memory_utilization: 0.3, max_model_len: 4096}."""
     num_prompts: int = 32
     """Prompts per training step (the rollout batch)."""
     group_size: int = 8

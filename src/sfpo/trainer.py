@@ -118,7 +118,7 @@ class Trainer:
         self.ref_model = None
         if a.kl_coef > 0:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.engine = make_engine(cfg.rollout.engine, model, tokenizer)
+        self.engine = make_engine(cfg.rollout.engine, model, tokenizer, **cfg.rollout.engine_kwargs)
         self.train_examples = self.task.examples("train")
         self.val_examples = self.task.examples(cfg.eval.split, cfg.eval.num_prompts)
         if not self.train_examples:

@@ -13,6 +13,8 @@ __all__ = ["Rollout", "RolloutEngine", "SamplingParams", "HFEngine", "make_engin
 def make_engine(name: str, model, tokenizer, **kwargs) -> RolloutEngine:
     """Build the engine a config names; "vllm" needs the optional vllm extra."""
     if name == "hf":
+        if kwargs:
+            raise ValueError(f"the hf engine takes no options, got {sorted(kwargs)}")
         return HFEngine(model, tokenizer)
     if name == "vllm":
         from sfpo.rollout.vllm import VLLMEngine  # optional dependency, imported only when asked for
