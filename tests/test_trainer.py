@@ -193,3 +193,14 @@ def test_engine_weights_are_synced_once_per_step_before_generation(tmp_path):
     trainer.engine = Recorder(trainer.engine, trainer)
     trainer.train()
     assert calls == [("sync", "idle"), ("generate", None)] * 2
+
+
+def test_fresh_start_moves_lines_of_a_run_without_checkpoint_aside(tmp_path):
+    run(tmp_path, ["algorithm.name=grpo", "resume=false"], steps=2, name="r")
+    _, _, rec = run(tmp_path, ["algorithm.name=grpo"], steps=2, name="r")  # no checkpoint_every: only the end one
+    assert [r["step"] for r in rec] == [0, 1, 2]
+    import shutil
+    shutil.rmtree(tmp_path / "r" / "checkpoints")  # as if killed before the first checkpoint
+    _, _, rec = run(tmp_path, ["algorithm.name=grpo"], steps=2, name="r")
+    assert [r["step"] for r in rec] == [0, 1, 2]
+    assert len(list((tmp_path / "r").glob("metrics.*.jsonl.bak"))) == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,11 @@ class MetricsWriter:
             # steps after the checkpoint are recomputed (identically); drop their old lines to avoid duplicates
             keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
             self.path.write_text("".join(ln + "\n" for ln in keep))
+        elif self.path.exists() and self.path.stat().st_size:
+            # a fresh start over the lines of a run that left no checkpoint: keep them aside, never mix them in
+            stale = self.path.with_name(f"metrics.{int(time.time())}.jsonl.bak")
+            self.path.rename(stale)
+            logger.warning("%s held lines of an earlier run without a checkpoint; moved to %s", self.path, stale)
         self._file = self.path.open("a")
         self._tb = None
         if tensorboard:
