@@ -7,9 +7,11 @@ unreliably (pass@1 well below what RL reaches), which is where RL has something 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -17,18 +19,27 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CHARS", "build_tokenizer", "model_config", "warm_start", "SIZES", "cache_dir"]
+__all__ = ["CHARS", "SIZES", "WARM_START", "build_tokenizer", "testbed_config", "model_config", "warm_start",
+           "default_cache_dir", "cache_key"]
 
 logger = logging.getLogger(__name__)
 
 CHARS = "0123456789+-*=,: "
-FORMAT_VERSION = 1  # bump when anything below changes what a cached policy contains
+"""Every character a procedural task writes; the tokenizer has one token for each, after <pad> (0) and <eos> (1)."""
+FORMAT_VERSION = 2  # bump when anything below changes what a cached policy contains
 SIZES = {
-    # ~0.8M parameters: what ENVIRONMENT.md found learnable in ~2 min on 2 cores
+    # ~1M parameters: what ENVIRONMENT.md found learnable in ~2 min on 2 cores
     "tiny": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4),
     "small": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=8),
 }
-WARM_START = dict(steps=600, batch_size=128, lr=1e-3)
+WARM_START = dict(steps=1000, batch_size=128, lr=3e-3, stop_at=0.3)
+"""Defaults of ``warm_start``. ``steps`` is a ceiling: training stops once pass@1 on held-out train problems reaches
+``stop_at``, because a fixed step count lands anywhere: arithmetic learns its carries in a sudden jump that came
+after 450 steps with seed 0 and 750 with seed 1."""
+_WARMUP = 50  # linear lr warmup steps, then cosine decay to _FINAL_LR of the peak at ``steps``
+_FINAL_LR = 0.1
+_PROBE = dict(size=256, every=50)  # held-out train problems sampled at temperature 1, every so many steps
+_THREADS = 1  # see _single_thread
 
 
 def build_tokenizer():
@@ -44,7 +55,8 @@ def build_tokenizer():
                                    model_max_length=256)
 
 
-def model_config(tokenizer, size: str = "tiny"):
+def testbed_config(tokenizer, size: str = "tiny"):
+    """The ``Qwen2Config`` of the ``size`` preset (fp32, tied embeddings) for ``tokenizer``'s vocabulary."""
     from transformers import Qwen2Config
 
     if size not in SIZES:
@@ -52,63 +64,173 @@ def model_config(tokenizer, size: str = "tiny"):
     s = SIZES[size]
     return Qwen2Config(vocab_size=len(tokenizer), num_key_value_heads=s["num_attention_heads"],
                        max_position_embeddings=128, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, bos_token_id=None, **s)
+                       pad_token_id=tokenizer.pad_token_id, bos_token_id=None, dtype="float32", **s)
 
 
-def cache_dir() -> Path:
+model_config = testbed_config  # the earlier name; benchmarks/bench_trl.py imports it
+
+
+def default_cache_dir() -> Path:
+    """``$SFPO_CACHE_DIR/testbed``, or ``~/.cache/sfpo/testbed`` when the variable is unset."""
     return Path(os.environ.get("SFPO_CACHE_DIR", Path.home() / ".cache" / "sfpo")) / "testbed"
 
 
-def _sft_batch(tokenizer, examples, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded prompt+solution+eos; labels only on solution and eos (the prompt is given, not learned)."""
-    rows, labels = [], []
-    for ex in examples:
-        p = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]
-        c = tokenizer(ex.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append(p + c)
-        labels.append([-100] * len(p) + c)
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    lab = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (r, l) in enumerate(zip(rows, labels)):
-        ids[i, :len(r)], lab[i, :len(l)], mask[i, :len(r)] = torch.tensor(r), torch.tensor(l), 1
-    return ids.to(device), mask.to(device), lab.to(device)
+def cache_key(task_name: str, task_kwargs: dict, *, steps: int, batch_size: int, lr: float, stop_at: float | None,
+              seed: int, size: str) -> str:
+    """The JSON text of everything that changes the warm-started weights; its hash names the cache folder."""
+    return json.dumps({"v": FORMAT_VERSION, "task": task_name, "kwargs": task_kwargs, "size": size,
+                       "arch": SIZES.get(size), "chars": CHARS, "steps": steps, "batch": batch_size, "lr": lr,
+                       "stop_at": stop_at, "schedule": [_WARMUP, _FINAL_LR], "probe": _PROBE, "seed": seed,
+                       "threads": _THREADS}, sort_keys=True)
+
+
+@contextlib.contextmanager
+def _single_thread():
+    """Train on one intra-op thread, then restore the caller's setting.
+
+    On a 2-core machine shared with other jobs, a 2-thread OpenMP team spin-waits at every barrier: one step of
+    this model took 2.3-3.6 s with two threads against 0.21-0.4 s with one. A fixed thread count also keeps the
+    reduction order, hence the cached weights, the same whatever the caller set.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _tokenize(tokenizer, examples) -> list[tuple[list[int], int]]:
+    """Each example as (prompt + solution + eos ids, prompt length).
+
+    One vocabulary lookup per character, which is what the char-level tokenizer does (tests check they agree):
+    the tokenizer's own batch call took seconds on 20k rows of a busy 2-core machine, this takes milliseconds.
+    """
+    vocab = tokenizer.get_vocab()
+    return [([vocab[c] for c in ex.prompt + ex.solution] + [tokenizer.eos_token_id], len(ex.prompt))
+            for ex in examples]
+
+
+def _sft_batch(rows: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask and labels; labels only on solution and eos (the prompt is given, not
+    learned)."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    for i, (row, n_prompt) in enumerate(rows):
+        t = torch.tensor(row)
+        ids[i, :len(row)] = t
+        labels[i, n_prompt:len(row)] = t[n_prompt:]
+        mask[i, :len(row)] = 1
+    return ids, mask, labels
 
 
 def warm_start(task_name: str = "arithmetic", task_kwargs: dict | None = None, *, steps: int | None = None,
-               batch_size: int | None = None, lr: float | None = None, seed: int = 0, size: str = "tiny",
-               cache: str | Path | None = None, progress: bool = True) -> Path:
-    """The folder of the warm-started testbed policy (trained now, or reused from the cache)."""
-    from transformers import AutoModelForCausalLM
+               batch_size: int | None = None, lr: float | None = None, stop_at: float | None = WARM_START["stop_at"],
+               seed: int = 0, size: str = "tiny", cache_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """The folder of the testbed policy warm-started on ``task_name``'s worked solutions (trained now, or reused).
 
+    Trains at most ``steps`` steps (``steps``/``batch_size``/``lr`` default to ``WARM_START``), stopping early once
+    pass@1 at temperature 1 on held-out train problems reaches ``stop_at`` (None: never). The folder lies under
+    ``cache_dir`` (default ``default_cache_dir()``), named by a hash of ``cache_key``, and loads with
+    ``AutoModelForCausalLM``/``AutoTokenizer.from_pretrained``; its ``sfpo_testbed.json`` records the settings and
+    how training ended. Deterministic for a given seed; torch's global RNG and thread count are left as they were.
+    """
     from sfpo.tasks import get_task
 
     task_kwargs = dict(task_kwargs or {})
     steps = WARM_START["steps"] if steps is None else steps
-    batch_size = batch_size or WARM_START["batch_size"]
-    lr = lr or WARM_START["lr"]
-    key_src = json.dumps({"v": FORMAT_VERSION, "task": task_name, "kwargs": task_kwargs, "size": size,
-                          "steps": steps, "batch": batch_size, "lr": lr, "seed": seed}, sort_keys=True)
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
-    root = Path(cache) if cache is not None else cache_dir()
-    path = root / f"{task_name}-{size}-{key}"
+    batch_size = WARM_START["batch_size"] if batch_size is None else batch_size
+    lr = WARM_START["lr"] if lr is None else lr
+    key_src = cache_key(task_name, task_kwargs, steps=steps, batch_size=batch_size, lr=lr, stop_at=stop_at, seed=seed,
+                        size=size)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = root / f"{task_name}-{size}-{hashlib.sha256(key_src.encode()).hexdigest()[:16]}"
     if (path / "config.json").exists():
         logger.info("testbed policy: reusing %s", path)
         return path
 
     task = get_task(task_name, **task_kwargs)
     train = [ex for ex in task.examples("train") if ex.solution]
-    if not train:
-        raise ValueError(f"task {task_name!r} has no worked solutions to warm-start from")
+    n_probe = _PROBE["size"] if stop_at is not None else 0
+    if len(train) <= n_probe:
+        raise ValueError(f"task {task_name!r} has {len(train) or 'no'} worked solutions in its train split; the "
+                         f"warm-start needs more than the {n_probe} it holds out to decide when to stop")
     tokenizer = build_tokenizer()
+    unknown = set("".join(ex.prompt + ex.solution for ex in train)) - set(CHARS)
+    if unknown:  # the tokenizer would map them to <pad> and the model would learn nonsense
+        raise ValueError(f"task {task_name!r} writes characters the testbed tokenizer lacks: {sorted(unknown)}")
+    # the probe problems are never trained on, so stopping on them measures generalisation, not memory
+    probe, rows = train[len(train) - n_probe:], _tokenize(tokenizer, train[:len(train) - n_probe])
+
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]), _single_thread():
+        model, record = _train(tokenizer, rows, steps=steps, batch_size=batch_size, lr=lr, seed=seed, size=size,
+                               progress=progress, where=path, stop=_Probe(task, probe, tokenizer, stop_at, seed))
+    record.update(settings=json.loads(key_src), seconds=round(time.perf_counter() - t0, 1))
+
+    # written whole into a sibling folder, then renamed: an interrupted run never leaves a half cache behind
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "sfpo_testbed.json").write_text(json.dumps(record, indent=1, sort_keys=True))
+        if not (path / "config.json").exists():  # else another process finished first: keep its copy
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("testbed policy: saved %s", path)
+    return path
+
+
+class _Probe:
+    """Pass@1 at temperature 1 (one sample per problem) on held-out problems; ``done`` once it reaches
+    ``stop_at``. Sampling is seeded per step, so where training stops is as deterministic as the training."""
+
+    def __init__(self, task, examples, tokenizer, stop_at: float | None, seed: int) -> None:
+        self.task, self.examples, self.tokenizer, self.stop_at, self.seed = task, examples, tokenizer, stop_at, seed
+        self.max_new_tokens = max((len(ex.solution) for ex in examples), default=0) + 4  # room to overshoot
+
+    def pass1(self, model, step: int) -> float:
+        enc = self.tokenizer([ex.prompt for ex in self.examples], return_tensors="pt", padding=True,
+                             add_special_tokens=False)
+        torch.manual_seed(self.seed * 1_000_003 + step)  # the caller forked the RNG: training draws are untouched
+        model.eval()
+        with torch.no_grad():
+            out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                                 max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                                 eos_token_id=self.tokenizer.eos_token_id)
+        model.train()
+        texts = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return sum(self.task.reward(t, ex) for t, ex in zip(texts, self.examples)) / len(self.examples)
+
+    def done(self, model, step: int) -> tuple[bool, float | None]:
+        if self.stop_at is None or step % _PROBE["every"]:
+            return False, None
+        value = self.pass1(model, step)
+        return value >= self.stop_at, value
+
+
+def _lr_factor(step: int, steps: int) -> float:
+    warm = min(1.0, (step + 1) / _WARMUP)
+    return warm * (_FINAL_LR + (1 - _FINAL_LR) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1))))
+
+
+def _train(tokenizer, rows, *, steps: int, batch_size: int, lr: float, seed: int, size: str, progress: bool,
+           where: Path, stop: _Probe):
+    """Supervised fine-tuning from a seeded random init (AdamW, warmup + cosine lr, clip 1.0) until ``steps`` or
+    ``stop``; returns the model and a record of how it ended."""
+    from transformers import AutoModelForCausalLM
+
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(model_config(tokenizer, size))
+    model = AutoModelForCausalLM.from_config(testbed_config(tokenizer, size))
     n_params = sum(p.numel() for p in model.parameters())
-    logger.info("testbed policy: warm-starting a %.2fM-parameter Qwen2 on %s for %d steps (cached afterwards in %s)",
-                n_params / 1e6, task_name, steps, path)
+    logger.info("testbed policy: warm-starting a %.2fM-parameter Qwen2 for at most %d steps (to be cached in %s)",
+                n_params / 1e6, steps, where)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps))
     gen = torch.Generator().manual_seed(seed)
     bar = None
     if progress:
@@ -117,31 +239,36 @@ def warm_start(task_name: str = "arithmetic", task_kwargs: dict | None = None, *
         bar = tqdm(total=steps, desc="warm-start", dynamic_ncols=True)
     model.train()
     t0 = time.perf_counter()
-    for step in range(steps):
-        idx = torch.randint(len(train), (batch_size,), generator=gen).tolist()
-        ids, mask, labels = _sft_batch(tokenizer, [train[i] for i in idx], "cpu")
+    loss, probe, step = torch.tensor(float("nan")), None, 0
+    while step < steps:
+        idx = torch.randint(len(rows), (batch_size,), generator=gen).tolist()
+        ids, mask, labels = _sft_batch([rows[i] for i in idx], tokenizer.pad_token_id)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+        step += 1
         if bar is not None:
             bar.update(1)
             if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{loss.item():.3f}", probe=probe)
+        finished, value = stop.done(model, step)
+        if value is not None:
+            probe = round(value, 3)
+            logger.info("testbed policy: step %d/%d, loss %.3f, probe pass@1 %.3f, %.0f s", step, steps,
+                        loss.item(), value, time.perf_counter() - t0)
+        if finished:
+            break
     if bar is not None:
         bar.close()
-    logger.info("testbed policy: warm-start done in %.0f s (final loss %.3f)", time.perf_counter() - t0, loss.item())
-
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "sfpo_testbed.json").write_text(key_src)
-    if (path / "config.json").exists():  # another process finished first; keep its copy
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
-    return path
+    reached = stop.stop_at is not None and probe is not None and probe >= stop.stop_at
+    if probe is not None and not reached:  # no probe at all means steps below one interval: a deliberate smoke run
+        logger.warning("testbed policy: probe pass@1 %s after all %d steps, below stop_at=%s; the policy may leave RL "
+                       "little to build on (raise steps or lr)", probe, steps, stop.stop_at)
+    logger.info("testbed policy: warm-start done after %d steps in %.0f s (loss %.3f, probe pass@1 %s)", step,
+                time.perf_counter() - t0, loss.item(), probe)
+    model.eval()
+    return model, {"steps_trained": step, "probe_pass1": probe, "stopped_early": reached and step < steps,
+                   "final_loss": round(loss.item(), 4), "parameters": n_params}
