@@ -1,6 +1,11 @@
 """Procedural tasks: verifiers on (prompt, answer, completion, expected) tables, seeded disjoint splits,
 registry errors."""
 
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # sfpo.tasks also registers the hub-backed math tasks
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 import pytest
 
 from sfpo.tasks import get_task
