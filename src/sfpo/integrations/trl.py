@@ -1,10 +1,9 @@
 """SFPO in TRL: ``SFPOConfig`` / ``SFPOTrainer`` are drop-ins for ``GRPOConfig`` / ``GRPOTrainer`` (TRL 1.16).
 
-One generation batch is one SFPO training step. TRL generates, scores and computes old log-probs at θ0, then
-runs K+1 passes over the batch (its ``num_iterations``); ``sfpo.core.SlowFastUpdate`` snapshots θ0 before the
-generation and repositions after the K-th pass, so the last pass is the slow one. Rewards, loss, vLLM, PEFT,
-logging and accelerate's DDP/FSDP stay TRL's. It does not change the loss, and it refuses DeepSpeed, whose fp32
-master weights live inside its optimizer where a reposition of the module weights would not reach them.
+One generation batch is one SFPO training step: ``sfpo.core.SlowFastUpdate`` snapshots θ0 before TRL generates
+(and computes old log-probs at θ0), TRL runs K+1 passes over the batch, the reposition follows the K-th. Rewards,
+loss, vLLM, PEFT, logging and accelerate's DDP/FSDP stay TRL's. It never changes the loss, and refuses DeepSpeed,
+whose fp32 masters live inside its optimizer, out of reach of a reposition of the module weights (docs/trl.md).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch.distributed.tensor import DTensor
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -24,6 +22,11 @@ from trl import GRPOConfig, GRPOTrainer
 from sfpo.core import SlowFastUpdate, make_switch
 from sfpo.core.slow_fast import LR_STEPPING, OPTIMIZER_STATE_POLICIES
 from sfpo.core.switch import SWITCHES
+
+try:
+    from torch.distributed.tensor import DTensor
+except ImportError:  # a torch built without distributed support has no DTensor to shard by
+    DTensor = ()
 
 __all__ = ["SFPOConfig", "SFPOTrainer", "STATE_FILE", "local_shards"]
 
