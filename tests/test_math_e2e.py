@@ -18,20 +18,15 @@ from sfpo.rewards import extract_boxed
 from sfpo.rollout import HFEngine
 from sfpo.trainer import Trainer
 
+from tiny import make_tokenizer
+
 ROOT = Path(__file__).resolve().parents[1]
 CHARS = string.digits + string.ascii_letters + " .,?$\\{}#+-=<>\n"
 
 
 def letter_tokenizer():
     """Character-level: every character of CHARS is a token (GSM8K text, LaTeX boxes), pad 0, eos 1."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate(CHARS)}}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tk.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", padding_side="left")
+    return make_tokenizer(CHARS)
 
 
 def gsm8k_rows(n: int, rng: random.Random) -> list[dict]:

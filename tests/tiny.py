@@ -10,11 +10,12 @@ from sfpo.tasks.base import Example
 CHARS = "0123456789+="
 
 
-def make_tokenizer():
+def make_tokenizer(chars: str = CHARS):
+    """Character-level: one token per character of ``chars``, after <pad> (0) and <eos> (1)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<pad>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate(CHARS)}}
+    vocab = {"<pad>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate(chars)}}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
     tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     tk.decoder = decoders.Fuse()  # join characters without spaces

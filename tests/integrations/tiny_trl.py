@@ -1,4 +1,4 @@
-"""A tiny TRL setup for the integration tests: a 2-layer Qwen2 and a character tokenizer built here, eight
+"""A tiny TRL setup for the integration tests: the 2-layer Qwen2 and character tokenizer of tests/tiny.py, eight
 prompts, a dense reward (so every group has non-zero advantages). Nothing touches a hub."""
 
 import os
@@ -7,37 +7,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import sys
+from pathlib import Path
+
 import torch
 
-CHARS = "0123456789+="
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: also run from accelerate-launched workers
+from tiny import make_model, make_tokenizer  # noqa: E402  (the 2-layer Qwen2 and the char tokenizer)
+
+__all__ = ["SMALL", "make_dataset", "make_model", "make_tokenizer", "ones_reward", "train", "weights"]
 
 # completions of 4 per prompt, 2 micro-steps per generation batch and per optimizer step: one pass = one
 # optimizer step over 2 prompts × 4 completions
 SMALL = dict(per_device_train_batch_size=4, num_generations=4, max_completion_length=8, gradient_accumulation_steps=2,
              learning_rate=1e-2, bf16=False, gradient_checkpointing=False, report_to="none", use_cpu=True,
              logging_steps=1, save_strategy="no", seed=0, disable_tqdm=True, dataloader_num_workers=0)
-
-
-def make_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate(CHARS)}}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tk.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", padding_side="left")
-
-
-def make_model(tokenizer, seed: int = 0):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True,
-                      max_position_embeddings=64, eos_token_id=tokenizer.eos_token_id,
-                      pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(seed)
-    return Qwen2ForCausalLM(cfg)
 
 
 def make_dataset(n: int = 8):
