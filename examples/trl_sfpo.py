@@ -9,7 +9,7 @@ Real run, e.g. on GPUs (model and data from the hub; add --use_vllm, --use_peft,
         --inner_steps 3 --alpha 0.8 --learning_rate 1e-6 --num_generations 8 --max_completion_length 2048 \
         --per_device_train_batch_size 16 --gradient_accumulation_steps 4 --steps_per_generation 16 --bf16 true
 
-Offline smoke run on a CPU: the project's testbed policy (0.8M parameters, warm-started once on procedural
+Offline smoke run on a CPU: the project's testbed policy (1.05M parameters, warm-started once on procedural
 arithmetic and cached) with CPU-friendly defaults:
 
     python examples/trl_sfpo.py --tiny --output_dir runs/trl_sfpo_tiny --max_steps 16
@@ -18,6 +18,7 @@ arithmetic and cached) with CPU-friendly defaults:
 import logging
 import sys
 from dataclasses import dataclass, field
+from typing import Optional
 
 from datasets import Dataset, load_dataset
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
@@ -36,8 +37,9 @@ TINY_DEFAULTS = dict(use_cpu=True, bf16=False, gradient_checkpointing=False, rep
 @dataclass
 class ExampleArguments(ScriptArguments):
     tiny: bool = field(default=False, metadata={"help": "Offline CPU run: the testbed policy on arithmetic."})
-    tiny_warmup_steps: int = field(default=600, metadata={"help": "Supervised warm-start steps of the testbed "
-                                                                   "policy (cached; 0 = random init)."})
+    tiny_warmup_steps: Optional[int] = field(default=None, metadata={
+        "help": "Most supervised warm-start steps of the testbed policy (cached; default: the testbed's, shared with "
+                "`sfpo demo`; 0 = random init)."})
     tiny_prompts: int = field(default=1024, metadata={"help": "Arithmetic training prompts for --tiny."})
 
 
