@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from tiny import make_model, make_tokenizer
-from sfpo import evaluate_cli
 from sfpo.cli import main
 from sfpo.config import ConfigError
+from sfpo.evaluate import cli as evaluate_cli
 from sfpo.evaluate import evaluate, pass_at_k
-from sfpo.evaluate_cli import discover_checkpoints, load_tasks_file, parse_task_spec
+from sfpo.evaluate.checkpoints import discover_checkpoints
+from sfpo.evaluate.specs import load_tasks_file, parse_task_spec
 from sfpo.rollout import HFEngine, Rollout, SamplingParams
 from sfpo.tasks import TASKS, get_task
 from sfpo.tasks.base import Example

@@ -59,7 +59,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from sfpo.evaluate_cli import run_eval
+    from sfpo.evaluate.cli import run_eval
 
     return run_eval(args)
 
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. algorithm.alpha=0.5")
     t.add_argument("--help-config", action="store_true", help="list every config key with its meaning")
     t.set_defaults(fn=_train)
-    from sfpo.evaluate_cli import EVAL_DESCRIPTION, EVAL_EPILOG, add_eval_args
+    from sfpo.evaluate.cli import EVAL_DESCRIPTION, EVAL_EPILOG, add_eval_args
 
     e = sub.add_parser("eval", help="score checkpoints: avg@k and pass@k per benchmark, best and last",
                        description=EVAL_DESCRIPTION, epilog=EVAL_EPILOG,

@@ -1,7 +1,9 @@
 """Scoring a policy on a task split: avg@k (mean accuracy over k samples per prompt) and unbiased pass@k.
 
 A completion is correct when the task's reward is 1.0 (partial-credit rewards such as the paper's 0.1 for a
-boxed wrong answer do not count). This module samples through a rollout engine and never trains.
+boxed wrong answer do not count). This module samples through a rollout engine and never trains; the
+``sfpo eval`` command is built on it in ``cli`` (with ``specs``: which benchmarks, ``checkpoints``: which models,
+``store``: results kept in eval.json, ``report``: tables and best/last selection), imported only when used.
 """
 
 from __future__ import annotations
