@@ -4,6 +4,7 @@ The Trainer itself cannot run FSDP on CPU; this checks that snapshot and reposit
 parameters exactly: θ̃ = θ0 + α(θK − θ0). Rank 0 writes the verdict as JSON."""
 
 import json
+import os
 import sys
 
 import torch
@@ -55,7 +56,12 @@ def main(result_path: str) -> None:
             json.dump({"sharded": all(type(p).__name__ == "DTensor" for p in params),
                        "local_numel": sum(t.numel() for t in update.params),
                        "full_numel": sum(p.numel() for p in params), "lerp_errors": errors, "moved": moved}, f)
+    dist.barrier()
     dist.destroy_process_group()
+    # interpreter teardown sometimes aborts in C++ after a finished gloo run (see ddp_worker.py): skip it
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
