@@ -2,14 +2,13 @@
 every rank's trainable weights and anchor are gathered and compared. Rank 0 writes the verdict as JSON."""
 
 import json
-import os
 import sys
 
 import torch
 import torch.distributed as dist
 
 from sfpo.integrations.trl import SFPOConfig, SFPOTrainer
-from tiny_trl import SMALL, make_dataset, make_model, make_tokenizer, ones_reward
+from tiny_trl import SMALL, end_distributed_run, make_dataset, make_model, make_tokenizer, ones_reward
 
 
 def flat(tensors) -> torch.Tensor:
@@ -51,14 +50,7 @@ def main(output_dir: str, result_path: str) -> None:
         }
         with open(result_path, "w") as f:
             json.dump(result, f)
-    dist.barrier()
-    dist.destroy_process_group()
-    # In 4 of 27 runs, interpreter teardown after a finished run aborts in C++ ("terminate called without an
-    # active exception", SIGABRT) although both ranks got here (torch 2.13, gloo). The verdict
-    # is already written, so skip the teardown.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    end_distributed_run()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ The Trainer itself cannot run FSDP on CPU; this checks that snapshot and reposit
 parameters exactly: θ̃ = θ0 + α(θK − θ0). Rank 0 writes the verdict as JSON."""
 
 import json
-import os
 import sys
 
 import torch
@@ -14,6 +13,7 @@ from torch.distributed.fsdp import fully_shard
 
 from sfpo.core import SlowFastUpdate
 from sfpo.integrations.trl import local_shards
+from tiny_trl import end_distributed_run
 
 
 def main(result_path: str) -> None:
@@ -56,12 +56,7 @@ def main(result_path: str) -> None:
             json.dump({"sharded": all(type(p).__name__ == "DTensor" for p in params),
                        "local_numel": sum(t.numel() for t in update.params),
                        "full_numel": sum(p.numel() for p in params), "lerp_errors": errors, "moved": moved}, f)
-    dist.barrier()
-    dist.destroy_process_group()
-    # interpreter teardown sometimes aborts in C++ after a finished gloo run (see ddp_worker.py): skip it
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    end_distributed_run()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: also run from accelerate-launched workers
 from tiny import make_model, make_tokenizer  # noqa: E402  (the 2-layer Qwen2 and the char tokenizer)
 
-__all__ = ["SMALL", "make_dataset", "make_model", "make_tokenizer", "ones_reward", "train", "weights"]
+__all__ = ["SMALL", "end_distributed_run", "make_dataset", "make_model", "make_tokenizer", "ones_reward", "train",
+           "weights"]
 
 # completions of 4 per prompt, 2 micro-steps per generation batch and per optimizer step: one pass = one
 # optimizer step over 2 prompts × 4 completions
@@ -48,3 +49,18 @@ def train(trainer_cls, config_cls, output_dir, *, callbacks=None, peft_config=No
 
 def weights(trainer) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+
+
+def end_distributed_run() -> None:
+    """Leave a finished multi-process run: barrier, destroy the process group, exit without interpreter teardown.
+
+    Teardown after a finished gloo run aborted in C++ ("terminate called without an active exception", SIGABRT)
+    in 4 of 27 DDP runs and 1 of 8 FSDP2 runs (torch 2.13) although every rank had finished and rank 0 had written
+    its verdict; skipping it keeps the test's exit status about the test."""
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
