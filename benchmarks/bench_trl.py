@@ -7,18 +7,20 @@ two updates through ``sfpo.trainer.Trainer`` (HF decode loop, no TRL). Each meth
 ``--warmup`` steps of each process are not counted. Completions have a fixed length (EOS suppressed), so every
 method pays for the same tokens. Memory: peak RSS of the process, the SFPO anchor's bytes, and the bytes of all
 live tensors after the last step (a gc scan, storages counted once), whose difference between SFPO and GRPO is
-the extra memory SFPO holds. Our trainer's GRPO keeps one weight copy too (``nan_guard``, on by default, restores θ0
-after a non-finite loss); TRL has no such guard. Besides wall time, the process CPU time per step is reported: on a shared machine it is the
-steadier measure of the work (with ``--threads`` threads busy, wall ≈ CPU / threads when nothing else runs).
+the extra memory SFPO holds. Our trainer's GRPO keeps one weight copy too (``nan_guard``, on by default, restores
+θ0 after a non-finite loss); TRL has no such guard. Besides wall time, the process CPU time per step is reported:
+on a shared machine it is the steadier measure of the work (with ``--threads`` threads busy, wall ≈ CPU / threads
+when nothing else runs).
 
     python benchmarks/bench_trl.py                      # 32 prompts × 8 samples, 16 tokens, 4 steps × 2 rounds
     python benchmarks/bench_trl.py --steps 10 --methods trl_grpo trl_sfpo
-    python benchmarks/bench_trl.py --size small --methods trl_grpo trl_sfpo   # memory on a 4.8M model
+    python benchmarks/bench_trl.py --size small --methods trl_grpo trl_sfpo   # memory on a 6.3M model
 
 Prints a table, then one JSON line. Another trainer joins by adding ``METHODS[name] = fn``: ``fn(setup)`` trains
 ``setup.warmup + setup.steps`` training steps of the same batch and returns
 ``{"step_s": [wall seconds per training step], "cpu_s": [CPU seconds per step], "rollout_s": [wall seconds in
-generation per step], "anchor_bytes": int, "params": int}``, the warm-up steps dropped.
+generation per step], "anchor_bytes": int, "live_tensor_bytes": int, "params": int}``, the warm-up steps
+dropped.
 """
 
 from __future__ import annotations
@@ -51,28 +53,36 @@ class Setup:
     optimizer_steps_per_pass: int = 4  # the paper's mini-batches per pass
     inner_steps: int = 3
     alpha: float = 0.8
-    size: str = "tiny"  # sfpo.testbed size preset (tiny: 1.05M parameters, small: 4.8M), random init
+    size: str = "tiny"  # sfpo.testbed size preset (tiny: 1.05M parameters, small: 6.3M), random init
     steps: int = 4
     warmup: int = 1
     threads: int = 2
     seed: int = 0
 
 
-def _trl_run(setup: Setup, sfpo: bool, passes: int) -> dict:
-    """Train with TRL (GRPOTrainer, or SFPOTrainer when ``sfpo``) and time every training step."""
+def _policy(setup: Setup):
+    """(tokenizer, testbed Qwen2 of ``setup.size`` from a seeded random init), torch on ``setup.threads`` threads."""
     import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from transformers import AutoModelForCausalLM
 
-    from sfpo.integrations.trl import SFPOConfig, SFPOTrainer
-    from sfpo.tasks.arithmetic import ArithmeticTask
-    from sfpo.testbed import build_tokenizer, model_config
+    from sfpo.testbed import build_tokenizer, testbed_config
 
     torch.set_num_threads(setup.threads)
     tok = build_tokenizer()
     torch.manual_seed(setup.seed)
-    model = AutoModelForCausalLM.from_config(model_config(tok, setup.size))
+    return tok, AutoModelForCausalLM.from_config(testbed_config(tok, setup.size))
+
+
+def _trl_run(setup: Setup, sfpo: bool, passes: int) -> dict:
+    """Train with TRL (GRPOTrainer, or SFPOTrainer when ``sfpo``) and time every training step."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from sfpo.integrations.trl import SFPOConfig, SFPOTrainer
+    from sfpo.tasks.arithmetic import ArithmeticTask
+
+    tok, model = _policy(setup)
     completions = setup.prompts * setup.generations
     micro = completions // setup.optimizer_steps_per_pass  # one micro-step per optimizer step
     opt_steps_per_train_step = setup.optimizer_steps_per_pass * passes
@@ -101,9 +111,11 @@ def _trl_run(setup: Setup, sfpo: bool, passes: int) -> dict:
             if state.global_step % opt_steps_per_train_step == 0:
                 ends.append((time.perf_counter(), time.process_time()))
 
-    trainer = cls(model=model, reward_funcs=lambda completions, **kw: [c.count("1") / 16 for c in completions],
-                  args=args, train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tok,
-                  callbacks=[Clock()])
+    def ones_reward(completions, **kwargs):  # dense, so every group has non-zero advantages
+        return [c.count("1") / setup.tokens for c in completions]
+
+    trainer = cls(model=model, reward_funcs=ones_reward, args=args, processing_class=tok, callbacks=[Clock()],
+                  train_dataset=Dataset.from_dict({"prompt": prompts}))
     generate = trainer._generate_and_score_completions
 
     def timed_generate(inputs):
@@ -158,21 +170,14 @@ class _FixedLength:
 
 def _ours_run(setup: Setup, sfpo: bool) -> dict:
     """Train with ``sfpo.trainer.Trainer`` on the same model, batch and optimizer steps; time every step."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
     from sfpo.config import TrainConfig
     from sfpo.rollout.hf import HFEngine
     from sfpo.tasks.arithmetic import ArithmeticTask
-    from sfpo.testbed import build_tokenizer, model_config
     from sfpo.trainer import Trainer
 
-    torch.set_num_threads(setup.threads)
-    tok = build_tokenizer()
-    torch.manual_seed(setup.seed)
-    model = AutoModelForCausalLM.from_config(model_config(tok, setup.size))
-    cfg = TrainConfig(seed=setup.seed, steps=setup.warmup + setup.steps, output_dir=tempfile.mkdtemp(prefix="bench_ours_"),
-                      resume=False, threads=setup.threads)
+    tok, model = _policy(setup)
+    cfg = TrainConfig(seed=setup.seed, steps=setup.warmup + setup.steps, resume=False, threads=setup.threads,
+                      output_dir=tempfile.mkdtemp(prefix="bench_ours_"))
     cfg.algorithm.name = "sfpo" if sfpo else "grpo"
     cfg.algorithm.inner_steps, cfg.algorithm.alpha, cfg.algorithm.switch = setup.inner_steps, setup.alpha, "never"
     cfg.rollout.num_prompts, cfg.rollout.group_size = setup.prompts, setup.generations
@@ -233,7 +238,8 @@ def worker(name: str, setup: Setup) -> None:
 
 def run_worker(name: str, setup: Setup) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, "--setup", json.dumps(asdict(setup))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(setup.threads)})
+    env = {**os.environ, "OMP_NUM_THREADS": str(setup.threads)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
         raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

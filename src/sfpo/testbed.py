@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CHARS", "SIZES", "WARM_START", "build_tokenizer", "testbed_config", "model_config", "warm_start",
+__all__ = ["CHARS", "SIZES", "WARM_START", "build_tokenizer", "testbed_config", "warm_start",
            "default_cache_dir", "cache_key"]
 
 logger = logging.getLogger(__name__)
@@ -82,9 +82,6 @@ def testbed_config(tokenizer, size: str = "tiny"):
     return Qwen2Config(vocab_size=len(tokenizer), num_key_value_heads=s["num_attention_heads"],
                        max_position_embeddings=128, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
                        pad_token_id=tokenizer.pad_token_id, bos_token_id=None, dtype="float32", **s)
-
-
-model_config = testbed_config  # the earlier name; benchmarks/bench_trl.py imports it
 
 
 def default_cache_dir() -> Path:
