@@ -23,7 +23,7 @@ from sfpo.compare import match_ratios  # noqa: E402
 from sfpo.metrics import read_metrics  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from reproduce import CONFIG, LR_FACTORS, LR_METHODS  # noqa: E402
+from reproduce import CONFIG, LR_FACTORS, LR_METHODS, lr_run_name  # noqa: E402
 
 
 def _median(xs: list) -> float | None:
@@ -43,11 +43,10 @@ def main() -> None:
     rows = []
     for factor in sorted((1.0, *LR_FACTORS)):
         lr = base * factor
-        name = (lambda m: m) if factor == 1.0 else (lambda m, lr=lr: f"{m}@lr{lr:.0e}")
         for m in LR_METHODS:
             row = {"lr": lr, "method": m, "best_val": [], "test_of_best": [], "vs_grpo": [], "vs_grpo_passes": []}
             for seed in args.seeds:
-                run = out / name(m) / f"seed{seed}"
+                run = out / lr_run_name(m, lr, base) / f"seed{seed}"
                 if not (run / "summary.json").exists():
                     continue
                 summary = json.loads((run / "summary.json").read_text())
@@ -55,7 +54,7 @@ def main() -> None:
                 row["test_of_best"].append(round(summary.get("test/best_accuracy", float("nan")), 3))
                 records = read_metrics(run / "metrics.jsonl")
                 for baseline, key in (("grpo", "vs_grpo"), ("grpo_4passes", "vs_grpo_passes")):
-                    b = out / name(baseline) / f"seed{seed}"
+                    b = out / lr_run_name(baseline, lr, base) / f"seed{seed}"
                     if (b / "summary.json").exists():
                         r = match_ratios(read_metrics(b / "metrics.jsonl"), records)["rollouts_ratio"]
                         row[key].append(round(r, 2) if r else None)

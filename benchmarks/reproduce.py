@@ -56,6 +56,11 @@ HARD = {  # conditions where the paper's argument (noisy gradients early) should
 QUICK = ["steps=30", "eval.every=5", "eval.num_prompts=64", "eval.test_num_prompts=64"]
 
 
+def lr_run_name(method: str, lr: float, base_lr: float) -> str:
+    """The run folder name of ``method`` at learning rate ``lr``: the method's own name at the base rate."""
+    return method if lr == base_lr else f"{method}@lr{lr:.0e}"
+
+
 def grid(name: str, base_lr: float) -> dict[str, list[str]]:
     runs: dict[str, list[str]] = {}
     if name in ("main", "all", "quick"):
@@ -65,7 +70,7 @@ def grid(name: str, base_lr: float) -> dict[str, list[str]]:
     if name in ("lr", "all"):
         for m in LR_METHODS:
             for f in LR_FACTORS:
-                runs[f"{m}@lr{base_lr * f:.0e}"] = MAIN[m] + [f"optim.lr={base_lr * f}"]
+                runs[lr_run_name(m, base_lr * f, base_lr)] = MAIN[m] + [f"optim.lr={base_lr * f}"]
     if name in ("hard", "all"):
         for cond, extra in HARD.items():
             for m in ("grpo", "grpo_4passes", "sfpo_noswitch"):
