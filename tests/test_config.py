@@ -77,9 +77,12 @@ def test_model_path_that_is_not_a_causal_lm(tmp_path):
     from sfpo.config import ModelConfig
     from sfpo.policy import PolicyLoadError, load_policy
 
-    with pytest.raises(PolicyLoadError, match="is not a causal language model"):
+    from transformers import T5ForConditionalGeneration
+
+    with pytest.raises(PolicyLoadError, match="is not a saved model: the folder has no config.json"):
         load_policy(ModelConfig(path=str(tmp_path)), "arithmetic", {})
-    T5Config(vocab_size=10, d_model=8, num_layers=1, num_heads=1, d_kv=8, d_ff=8).save_pretrained(tmp_path / "t5")
+    t5 = T5Config(vocab_size=10, d_model=8, num_layers=1, num_heads=1, d_kv=8, d_ff=8)
+    T5ForConditionalGeneration(t5).save_pretrained(tmp_path / "t5")
     from tiny import make_tokenizer
 
     make_tokenizer().save_pretrained(tmp_path / "t5")

@@ -1,7 +1,9 @@
 """The ``sfpo`` command: ``train CONFIG [key=value ...]``, ``eval``, ``demo [--quick]``.
 
-Errors a user can fix (bad config, unknown task, a path that is not a causal LM, a verifier that raises) are
-printed as one line and exit with status 2; everything else is a bug and keeps its traceback.
+Errors a user can fix (bad config, unknown task, a path that is not a causal LM, a verifier that raises, a
+damaged checkpoint, a full disk, a run stopped after ``max_consecutive_skips`` skipped steps) are printed as one
+line and exit with status 2; everything else is a bug and keeps its traceback. A training run that finished but
+skipped steps (non-finite loss, exploding update) exits with status 3 and says how many.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     summary = Trainer(cfg).train()
     print(json.dumps(summary))
+    if summary["nan_skips"]:
+        print(f"warning: {summary['nan_skips']} of {summary['steps']} steps were skipped (non-finite loss or "
+              f"exploding update; see nan_skip in {summary['output_dir']}/metrics.jsonl)", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -111,11 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # weight-loading bars would drown the training progress bar
     from sfpo.config import ConfigError
     from sfpo.policy import PolicyLoadError
-    from sfpo.trainer import RewardError
+    from sfpo.trainer import CheckpointError, RewardError, TrainingStalled
 
     try:
         return args.fn(args)
-    except (ConfigError, PolicyLoadError, RewardError, FileNotFoundError) as e:
+    except (ConfigError, PolicyLoadError, RewardError, FileNotFoundError, CheckpointError, TrainingStalled) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

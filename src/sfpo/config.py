@@ -207,6 +207,12 @@ class TrainConfig:
     """Continue from the newest checkpoint in output_dir if there is one."""
     nan_guard: bool = True
     """On a non-finite loss or gradient: skip the step, restore θ0, log it (keeps one weight copy for GRPO)."""
+    max_update_ratio: float = 10.0
+    """With nan_guard, also skip a step whose update leaves a weight non-finite or moves the trainable weights by
+    more than this multiple of their norm, ‖θ − θ0‖ > r‖θ0‖ (a diverging learning rate; sane steps move them by
+    well under 1%). 0: check finiteness only."""
+    max_consecutive_skips: int = 5
+    """Stop the run with an error after this many skipped steps in a row: it is making no progress. 0: never."""
     threads: int = 0
     """torch CPU threads (0 = torch's default)."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -216,6 +222,10 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        if self.max_update_ratio < 0 or self.max_consecutive_skips < 0:
+            raise ConfigError("max_update_ratio and max_consecutive_skips must be >= 0 (0 turns the check off)")
 
 
 # ------------------------------------------------------------------------------------------ (de)serialising
@@ -310,8 +320,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {path} does not exist")
         try:
             data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        except yaml.YAMLError as e:  # its own text names "<unicode string>" and spans lines: say file and place
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            what = "; ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x)
+            raise ConfigError(f"{path} is not valid YAML{where}: {what or e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     data = apply_overrides(data, overrides or [])

@@ -8,6 +8,7 @@ entropies of the completion. No optimisation or sampling here.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -15,13 +16,69 @@ import torch
 from sfpo.config import ModelConfig
 from sfpo.core import entropy_from_logits, token_logprobs
 
-__all__ = ["PolicyLoadError", "load_policy", "add_lora", "load_for_eval", "resolve_device", "sequence_logprobs"]
+__all__ = ["PolicyLoadError", "load_policy", "add_lora", "load_for_eval", "resolve_device", "sequence_logprobs",
+           "check_model_folder", "check_weight_files", "check_finite", "nonfinite_params"]
 
 logger = logging.getLogger(__name__)
 
 
 class PolicyLoadError(ValueError):
     """The model path cannot be used as a causal-LM policy."""
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                    "spiece.model")
+_HUB_NAME = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+def check_model_folder(path: str | Path, what: str = "model.path") -> None:
+    """Fail with the real reason, before anything is loaded, when a local ``path`` cannot hold a model: it does
+    not exist, is a file, has no config.json, no tokenizer or no weights, or a weight file is truncated. A name
+    that is not a local path (a hub name) passes: transformers reports those."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        if _HUB_NAME.match(str(path)) and not str(path).startswith((".", "~")):
+            return
+        raise PolicyLoadError(f"{what}={str(path)!r} does not exist (neither a local folder nor a hub name like "
+                              "Qwen/Qwen2.5-Math-1.5B)")
+    if not p.is_dir():
+        raise PolicyLoadError(f"{what}={str(path)!r} is a file; it must be a model folder (with config.json)")
+    names = {f.name for f in p.iterdir()}
+    if not names & {"config.json", "adapter_config.json"}:
+        raise PolicyLoadError(f"{what}={str(path)!r} is not a saved model: the folder has no config.json"
+                              + ("" if names else " (it is empty)"))
+    if not names & set(_TOKENIZER_FILES):
+        raise PolicyLoadError(f"{what}={str(path)!r} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); "
+                              "save one beside the model with tokenizer.save_pretrained")
+    if not any(n.endswith((".safetensors", ".bin")) for n in names):
+        raise PolicyLoadError(f"{what}={str(path)!r} holds no weights (*.safetensors or *.bin)")
+    check_weight_files(p)
+
+
+def check_weight_files(folder: Path) -> None:
+    """Each .safetensors file in ``folder`` has a complete header that covers the file (reads headers only): a
+    file cut short by a full disk or an interrupted copy fails here, with its name."""
+    from safetensors import SafetensorError, safe_open
+
+    for f in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise PolicyLoadError(f"{f} is truncated or corrupt ({e}); copy or save it again") from None
+
+
+def nonfinite_params(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters holding a NaN or inf."""
+    return [n for n, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
+
+
+def check_finite(model: torch.nn.Module, source: str | Path) -> None:
+    """Weights that load but hold NaN/inf would only fail deep inside sampling; name them here instead."""
+    bad = nonfinite_params(model)
+    if bad:
+        raise PolicyLoadError(f"{source} holds non-finite weights (NaN/inf) in {len(bad)} tensors, first {bad[0]!r}: "
+                              "the file is damaged or was saved from a diverged run")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,13 +97,17 @@ def load_policy(cfg: ModelConfig, task_name: str, task_kwargs: dict):
 
         kwargs = {} if cfg.warmup_steps is None else {"steps": cfg.warmup_steps}
         path = str(warm_start(task_name, task_kwargs, size=cfg.testbed_size, seed=cfg.warmup_seed, **kwargs))
+    from safetensors import SafetensorError
+
+    check_model_folder(path)
     dtype = getattr(torch, cfg.dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
         raise PolicyLoadError(f"model.path={path!r} is not a causal language model transformers can load: {e}") \
             from None
+    check_finite(model, f"model.path={path!r}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -69,6 +130,7 @@ def load_for_eval(path: str | Path, device: str = "auto"):
     """(model, tokenizer) from a model folder or a LoRA adapter folder (merged into its base for sampling)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_model_folder(path, "checkpoint")
     path = Path(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if (path / "adapter_config.json").exists():
@@ -77,6 +139,7 @@ def load_for_eval(path: str | Path, device: str = "auto"):
         model = AutoPeftModelForCausalLM.from_pretrained(path).merge_and_unload()
     else:
         model = AutoModelForCausalLM.from_pretrained(path)
+    check_finite(model, path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

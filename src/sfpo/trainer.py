@@ -9,12 +9,15 @@ Generation engines, tasks and losses live in their own modules; this file only w
 from __future__ import annotations
 
 import copy
+import errno
 import functools
 import json
 import logging
 import math
+import pickle
 import random
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,16 +29,24 @@ from sfpo.config import ConfigError, TrainConfig, to_dict
 from sfpo.core import LossConfig, SlowFastUpdate, compute_advantages, loss_normalizer, make_switch, policy_loss
 from sfpo.evaluate import RewardError, evaluate, score
 from sfpo.metrics import MetricsWriter
-from sfpo.policy import add_lora, load_policy, sequence_logprobs
+from sfpo.policy import PolicyLoadError, add_lora, check_weight_files, load_policy, nonfinite_params, sequence_logprobs
 from sfpo.rollout import SamplingParams, make_engine
 
-__all__ = ["Trainer", "RewardError", "NonFiniteError"]
+__all__ = ["Trainer", "RewardError", "NonFiniteError", "TrainingStalled", "CheckpointError"]
 
 logger = logging.getLogger(__name__)
 
 
 class NonFiniteError(FloatingPointError):
-    """A loss or gradient norm was NaN/inf; the step is abandoned and θ0 restored."""
+    """A loss or gradient norm was NaN/inf, or an update exploded; the step is abandoned and θ0 restored."""
+
+
+class TrainingStalled(RuntimeError):
+    """``max_consecutive_skips`` steps in a row were skipped: the run makes no progress and stops."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written (disk full, non-finite weights) or read back (a damaged file)."""
 
 
 @dataclass
@@ -89,6 +100,8 @@ class Trainer:
             except (ValueError, TypeError) as e:  # unknown task name or option: a config problem
                 raise ConfigError(f"task: {e}") from None
         self.task = task
+        self.out = Path(cfg.output_dir)
+        self._preflight()  # output_dir, data, an earlier run's checkpoint: fail before a model is loaded
         if model is None:
             model, tokenizer = load_policy(cfg.model, cfg.task.name, cfg.task.kwargs)
         model = add_lora(model, cfg.model)
@@ -119,16 +132,12 @@ class Trainer:
         if a.kl_coef > 0:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.engine = make_engine(cfg.rollout.engine, model, tokenizer, **cfg.rollout.engine_kwargs)
-        self.train_examples = self.task.examples("train")
-        self.val_examples = self.task.examples(cfg.eval.split, cfg.eval.num_prompts)
-        if not self.train_examples:
-            raise ValueError(f"task {cfg.task.name!r} has no training examples")
-        self.out = Path(cfg.output_dir)
         self.step = 0
         self.rollouts = 0
         self.train_time = 0.0
         self.best = {"accuracy": -1.0, "step": -1, "rollouts": 0, "train_time": 0.0}
         self.nan_skips = 0
+        self.consecutive_skips = 0
         resumed = self._maybe_resume() if cfg.resume else None
         log = cfg.log
         self.writer = MetricsWriter(self.out, tensorboard=log.tensorboard, wandb=log.wandb,
@@ -207,13 +216,16 @@ class Trainer:
         active = self.switch.active
         pass_metrics: list[dict[str, float]] = []
         try:
-            upd = self.update.step(lambda: self._one_pass(batch, pass_metrics), active=active)
+            upd = self.update.step(lambda: self._guarded(self._one_pass(batch, pass_metrics)), active=active)
         except NonFiniteError as e:
             restored = self.update.abort()
             self.nan_skips += 1
             logger.warning("step %d skipped: %s; weights %s θ0", self.step, e,
                            "restored to" if restored else "could NOT be restored to (nan_guard is off)")
             upd = {"nan_skip": 1.0}
+            self._count_skip(e)
+        else:
+            self.consecutive_skips = 0
         timings["time/update"] = time.perf_counter() - t0
         last = pass_metrics[-1] if pass_metrics else {}
         self.switch.update(self.step, last.get("entropy"))
@@ -312,6 +324,74 @@ class Trainer:
     def _budget_spent(self) -> bool:
         return bool(self.cfg.max_rollouts) and self.rollouts >= self.cfg.max_rollouts
 
+    # ---------------------------------------------------------------------------------------- guards
+    def _preflight(self) -> None:
+        """What would otherwise fail late, or with a message pointing elsewhere, checked before a model loads."""
+        _check_output_dir(self.out)
+        name = self.cfg.task.name
+        try:
+            self.train_examples = self.task.examples("train")
+            self.val_examples = self.task.examples(self.cfg.eval.split, self.cfg.eval.num_prompts)
+        except ValueError as e:  # empty or unparseable data, a missing column: the task names the file
+            raise ConfigError(f"task {name!r}: {e}") from None
+        if not self.train_examples:
+            raise ConfigError(f"task {name!r} has no training examples")
+        if self.cfg.resume:
+            self._check_earlier_run()
+
+    def _check_earlier_run(self) -> None:
+        """The checkpoint a resume would use must be readable and from this kind of run (its config is read
+        memory-mapped, its weight files' headers only)."""
+        ckpts = self._checkpoints()
+        if not ckpts:
+            return
+        path = ckpts[-1]
+        fix = f"delete {path} to resume from the checkpoint before it (or from the start)"
+        try:
+            check_weight_files(path)
+            saved = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False, mmap=True)
+            theirs = _run_kind(saved["config"])
+        except PolicyLoadError as e:
+            raise CheckpointError(f"cannot resume: {e}; {fix}") from None
+        except (OSError, RuntimeError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as e:
+            raise CheckpointError(f"cannot resume: {path / 'trainer_state.pt'} is damaged ({e}); {fix}") from None
+        ours = _run_kind(to_dict(self.cfg))
+        if theirs != ours:
+            describe = lambda kind: ", ".join(f"{k}={v}" for k, v in kind.items())  # noqa: E731
+            raise ConfigError(f"output_dir {self.out} holds another run: {path.name} was saved by a run with "
+                              f"{describe(theirs)}, this one has {describe(ours)}. Use another output_dir, or "
+                              f"delete {self.out / 'checkpoints'} to start this run there")
+
+    def _guarded(self, result: dict[str, float]) -> dict[str, float]:
+        """A pass's result, once the weights it left are finite and within ``max_update_ratio`` of θ0; otherwise
+        the step is abandoned as for a NaN loss, before anything can be saved from it."""
+        if not self.cfg.nan_guard:
+            return result
+        moved, size = self.update.distance_from_anchor()
+        ratio = self.cfg.max_update_ratio
+        if not math.isfinite(moved):
+            bad = nonfinite_params(self.model)
+            raise NonFiniteError(f"the update made {len(bad)} weight tensors NaN/inf (first {bad[0]!r})" if bad else
+                                 "the update exploded: ‖θ − θ0‖ overflows float32")
+        if ratio > 0 and size > 0 and moved > ratio * size:
+            raise NonFiniteError(f"the update exploded: ‖θ − θ0‖ = {moved:.3g} is {moved / size:.3g} × ‖θ0‖ "
+                                 f"(max_update_ratio = {ratio:g})")
+        return result
+
+    def _count_skip(self, why: Exception) -> None:
+        """Stop, with summary.json saying why, once ``max_consecutive_skips`` steps in a row were skipped."""
+        self.consecutive_skips += 1
+        limit = self.cfg.max_consecutive_skips
+        if not limit or self.consecutive_skips < limit:
+            return
+        first = self.step - self.consecutive_skips + 1
+        msg = (f"training stopped: {self.consecutive_skips} steps in a row were skipped (steps {first}-{self.step}), "
+               f"the last because {why}. The run makes no progress: lower optim.lr if updates explode, check the "
+               f"rewards if the loss is NaN. The weights are those from before step {first} "
+               "(max_consecutive_skips=0 never stops)")
+        (self.out / "summary.json").write_text(json.dumps({**self._summary(), "stopped": msg}, indent=2))
+        raise TrainingStalled(msg)
+
     # ----------------------------------------------------------------------------------- validation
     def _validate(self) -> dict[str, float]:
         e, r = self.cfg.eval, self.cfg.rollout
@@ -357,34 +437,46 @@ class Trainer:
                 "best_accuracy": self.best["accuracy"], "best_step": self.best["step"],
                 "best_rollouts": self.best["rollouts"], "best_train_time": self.best["train_time"],
                 "nan_skips": self.nan_skips, "switched_off_at": self.switch.switched_at,
-                "update_extra_mb": self.update.extra_bytes() / 2**20, **peak, "output_dir": str(self.out)}
+                "update_extra_mb": self._update_extra_bytes() / 2**20, **peak, "output_dir": str(self.out)}
+
+    def _update_extra_bytes(self) -> int:
+        """What the update keeps alive. The anchor is allocated at the first step, so a run resumed at its last
+        step (no step taken) counts it as the uninterrupted run does."""
+        u = self.update
+        if u.extra_bytes() == 0 and (u.keep_anchor or u.runs_stage_one):
+            return sum(p.numel() * p.element_size() for p in u.params)
+        return u.extra_bytes()
 
     # ---------------------------------------------------------------------------------- checkpoints
     def _save_model(self, path: Path) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a shard bar per save would drown the training progress bar
+        from safetensors import SafetensorError
+
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(tmp)
-        self.tokenizer.save_pretrained(tmp)
+        try:
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+        except (OSError, RuntimeError, SafetensorError) as e:  # a full disk: keep what `path` held
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise self._write_error(path, e) from None
         shutil.rmtree(path, ignore_errors=True)
         tmp.rename(path)
 
     def _load_model_weights(self, path: Path) -> None:
-        from safetensors.torch import load_file
-
         if (path / "adapter_model.safetensors").exists():  # a PEFT checkpoint holds the adapters only
             from peft import set_peft_model_state_dict
 
-            state = load_file(str(path / "adapter_model.safetensors"), device=str(self.device))
+            state = _load_file(path / "adapter_model.safetensors", self.device)
             unexpected = set_peft_model_state_dict(self.model, state).unexpected_keys
             if unexpected:
                 raise RuntimeError(f"adapter checkpoint {path} does not match the model: unexpected={unexpected}")
             return
         state = {}
         for f in sorted(path.glob("*.safetensors")):
-            state.update(load_file(str(f), device=str(self.device)))
+            state.update(_load_file(f, self.device))
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if "lm_head" not in k]:  # a tied lm_head is not saved
             raise RuntimeError(f"checkpoint {path} does not match the model: missing={missing}, "
@@ -394,34 +486,111 @@ class Trainer:
         """A resumable checkpoint: HF model folder + trainer_state.pt (optimizer, scheduler, SFPO, counters)."""
         root = self.out / "checkpoints"
         path = root / f"step_{self.step:06d}"
+        bad = nonfinite_params(self.model)
+        if bad:  # nothing resumes from it; the last checkpoint written stays the newest
+            raise CheckpointError(f"not writing {path}: {len(bad)} weight tensors hold NaN/inf (first {bad[0]!r}); "
+                                  "nan_guard=true skips the steps that produce them")
         self._save_model(path)
         state = {
             "step": self.step, "rollouts": self.rollouts, "train_time": self.train_time, "best": self.best,
-            "nan_skips": self.nan_skips, "optimizer": self.optimizer.state_dict(),
+            "nan_skips": self.nan_skips, "consecutive_skips": self.consecutive_skips,
+            "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "update": self.update.state_dict(),
             "switch": self.switch.state_dict(), "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(), "config": to_dict(self.cfg),
         }
-        torch.save(state, path / "trainer_state.tmp")
+        try:
+            torch.save(state, path / "trainer_state.tmp")
+        except (OSError, RuntimeError) as e:  # torch's stream writer reports a full disk as a RuntimeError
+            shutil.rmtree(path, ignore_errors=True)  # a model without its trainer state resumes nothing
+            raise self._write_error(path, e) from None
         (path / "trainer_state.tmp").rename(path / "trainer_state.pt")
         for old in sorted(root.glob("step_*"))[:-max(self.cfg.keep_checkpoints, 1)]:
             shutil.rmtree(old, ignore_errors=True)
         return path
 
+    def _write_error(self, path: Path, e: Exception) -> CheckpointError:
+        free = shutil.disk_usage(self.out).free
+        need = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        if getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or free < need:
+            why = f"the disk is full ({free / 2**20:.0f} MiB free under {self.out}, the weights alone take " \
+                  f"{need / 2**20:.0f} MiB)"
+        else:
+            why = f"{type(e).__name__}: {e}"
+        older = [p for p in self._checkpoints() if p != path]
+        kept = f"the checkpoint before it, {older[-1]}, is intact" if older else "no earlier checkpoint exists"
+        if path.name == "best" and path.exists():
+            kept = f"{path} keeps the previous best policy"
+        return CheckpointError(f"could not write {path}: {why}; {kept}")
+
+    def _checkpoints(self) -> list[Path]:
+        """Complete step checkpoints, oldest first (trainer_state.pt is renamed into place last)."""
+        return sorted(p for p in (self.out / "checkpoints").glob("step_*") if (p / "trainer_state.pt").exists())
+
+    def _follow_config_lr(self, saved: dict[str, Any]) -> None:
+        """Optimizer and scheduler state carry the checkpoint's LR; a resume with another optim.lr (as after a run
+        stopped on exploding updates) continues with the configured one."""
+        old, new = saved["optim"]["lr"], self.cfg.optim.lr
+        if old == new:
+            return
+        logger.warning("optim.lr is %g, the checkpoint was trained with %g: continuing with %g", new, old, new)
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        self.scheduler.base_lrs = [new] * len(self.optimizer.param_groups)
+        for g in self.optimizer.param_groups:
+            g["initial_lr"], g["lr"] = new, new * factor
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
     def _maybe_resume(self) -> int | None:
-        ckpts = sorted(p for p in (self.out / "checkpoints").glob("step_*") if (p / "trainer_state.pt").exists())
+        ckpts = self._checkpoints()
         if not ckpts:
             return None
         path = ckpts[-1]
         state = torch.load(path / "trainer_state.pt", map_location=self.device, weights_only=False)
         self._load_model_weights(path)
+        bad = nonfinite_params(self.model)
+        if bad:
+            raise CheckpointError(f"cannot resume: {path} holds NaN/inf weights (first {bad[0]!r}); delete {path} "
+                                  "to resume from the checkpoint before it (or from the start)")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self._follow_config_lr(state["config"])
         self.update.load_state_dict(state["update"])
         self.switch.load_state_dict(state["switch"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
         self.step, self.rollouts, self.train_time = state["step"], state["rollouts"], state["train_time"]
         self.best, self.nan_skips = state["best"], state["nan_skips"]
+        self.consecutive_skips = state.get("consecutive_skips", 0)  # absent from checkpoints of older versions
         logger.info("resumed from %s (step %d, %d rollouts)", path, self.step, self.rollouts)
         return self.step
+
+
+def _check_output_dir(out: Path) -> None:
+    """output_dir must be, or become, a folder this process can write."""
+    existing = next(p for p in (out, *out.parents) if p.exists())  # parents end at "." or "/"
+    if not existing.is_dir():
+        where = "is a file" if existing == out else f"lies under {existing}, which is a file"
+        raise ConfigError(f"output_dir {out} {where}; point output_dir at a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as e:
+        raise ConfigError(f"output_dir {out} is not writable: {e.strerror or e}") from None
+
+
+def _run_kind(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint must share with the run that resumes it; other settings may change on resume."""
+    a = cfg["algorithm"]
+    return {"algorithm": a["name"], "switch": a["switch"] if a["name"] == "sfpo" else "never",
+            "lora_rank": cfg["model"]["lora_rank"]}
+
+
+def _load_file(f: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(f), device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{f} is truncated or corrupt ({e}); delete its checkpoint folder to resume from "
+                              "the one before it") from None

@@ -247,6 +247,18 @@ class SlowFastUpdate:
         sq = sum(float(torch.stack(ns).double().square().sum()) for ns in by_device.values())
         return math.sqrt(sq)
 
+    def distance_from_anchor(self) -> tuple[float, float]:
+        """(‖θ − θ0‖, ‖θ0‖) while a step holds its anchor: how far the step has moved the weights so far, for a
+        guard against diverging updates (non-finite when a weight is). Reads both copies once."""
+        if not self._anchor_valid:
+            raise RuntimeError("no anchor to measure from: call begin() first (a plain step keeps one only with "
+                               "keep_anchor=True)")
+        by_device: dict[torch.device, list[torch.Tensor]] = {}
+        for a in self._anchor:  # one host sync per device, as in _drift_norm
+            by_device.setdefault(a.device, []).append(torch.linalg.vector_norm(a, dtype=torch.float32))
+        anchor_sq = sum(float(torch.stack(ns).double().square().sum()) for ns in by_device.values())
+        return self._drift_norm([p.detach() for p in self.params]), math.sqrt(anchor_sq)
+
     # ---------------------------------------------------------------------------------- optimizer state
     def _copy_optimizer_state(self) -> dict[int, dict[str, Any]]:
         device = self.anchor_device

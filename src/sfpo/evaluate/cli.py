@@ -121,11 +121,15 @@ def _score(engine, job: Job, examples: list, s: EvalSettings, bar) -> tuple[list
 def _load_model(ckpt: Checkpoint, device: str, dtype: str):
     import torch
 
+    from safetensors import SafetensorError
+
     from sfpo.policy import PolicyLoadError, load_for_eval
 
     try:
         model, tok = load_for_eval(ckpt.path, device)
-    except (OSError, ValueError, KeyError) as e:
+    except PolicyLoadError:  # already names the file and the problem
+        raise
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
         raise PolicyLoadError(f"{ckpt.path} is not a causal language model (or adapter) transformers can load: "
                               f"{e}") from None
     return model.to(getattr(torch, dtype)), tok

@@ -122,7 +122,11 @@ def read_rows(path: str | Path) -> Iterable[dict | None]:
     if suffix == ".jsonl":
         return list(_read_jsonl(p))
     if suffix == ".json":
-        data = json.loads(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text) if text.strip() else []  # an empty file has no rows (the caller says so)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{str(p)!r} is not valid JSON: {e}") from None
         if isinstance(data, dict):
             lists = [v for v in data.values() if isinstance(v, list)]
             if len(lists) != 1:
@@ -337,6 +341,9 @@ class MathTask:
         else:
             rows, present = _load_hub(spec.path, spec.config, source, top)
             origin = f"hub dataset {spec.path!r} split {source!r}"
+        if not any(isinstance(r, dict) for r in rows):  # before the column check, which would blame a column
+            raise ValueError(f"{self.name}: {origin} is empty" if not rows else
+                             f"{self.name}: {origin} has no parseable row ({len(rows)} rows, none a JSON object)")
         for role, column in wanted.items():
             if column is None or column.split(".")[0] in present:
                 continue
