@@ -11,6 +11,11 @@ def misbehaving(gold: str, pred: str) -> bool:
     if gold == "sleep":
         time.sleep(float(pred))  # a verifier that hangs for `pred` seconds
         return True
+    if gold == "spin":
+        import re
+
+        re.match(r"(a+)+$", "a" * 64 + "b")  # catastrophic backtracking: C code that never releases the GIL
+        return True
     if gold == "crash":
         os._exit(3)  # the worker dies mid-check (a segfault or the OOM killer looks the same to the parent)
     if gold == "raise":

@@ -101,3 +101,59 @@ def test_a_worker_that_cannot_start_is_one_clear_error():
 def test_bad_timeout_rejected():
     with pytest.raises(ValueError, match="timeout_s must be > 0"):
         MathVerifier(timeout_s=0)
+
+
+PARENT = """
+import sys, threading
+from sfpo.rewards import MathVerifier
+
+timeout_s, gold, where = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+v = MathVerifier(timeout_s=timeout_s, checker="checkers_for_tests:misbehaving")
+
+def work():
+    assert v.check("a", "a")  # starts the worker from this thread
+    print(v._proc.pid, flush=True)
+    v.check(gold, "600")  # hangs until this process is killed
+
+threading.Thread(target=work).start() if where == "thread" else work()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+@pytest.mark.parametrize("where, gold, timeout_s, within_s", [
+    ("main", "spin", 30.0, 5.0),    # PR_SET_PDEATHSIG: the kernel kills it with the parent, even in C code
+    ("thread", "sleep", 30.0, 5.0),  # spawned off the main thread: the parent-pid watch thread
+    ("thread", "spin", 1.0, 12.0),  # ... stuck holding the GIL: the per-check limit (timeout_s + 5 s)
+])
+def test_worker_dies_with_a_sigkilled_parent(tmp_path, where, gold, timeout_s, within_s):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(Path(__file__).parents[2] / "src")])}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(timeout_s), gold, where], stdout=subprocess.PIPE,
+                              env=env, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        time.sleep(0.5)  # the hanging check is under way
+        assert _alive(worker)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + within_s
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        orphaned = _alive(worker)
+    finally:
+        parent.kill()
+    if orphaned:
+        os.kill(worker, signal.SIGKILL)
+    assert not orphaned, f"the verifier worker outlived its parent by {within_s} s"

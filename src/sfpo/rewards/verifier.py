@@ -30,6 +30,7 @@ _SRC_ROOT = str(Path(__file__).resolve().parents[2])
 _LIVE: weakref.WeakSet[MathVerifier] = weakref.WeakSet()
 # Not imported from the worker module: importing it here would load it before `python -m` runs it in the child.
 DEFAULT_CHECKER = "sfpo.rewards._verify_worker:math_verify_check"
+_WORKER_GRACE_S = 5.0
 
 
 class Verdict(str, Enum):
@@ -163,9 +164,15 @@ class MathVerifier:
     def _spawn(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC_ROOT, env.get("PYTHONPATH")) if p)
-        # -u: unbuffered, so a reply is on the pipe the moment the worker writes it
-        self._proc = subprocess.Popen([sys.executable, "-u", "-m", "sfpo.rewards._verify_worker", self.checker],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        # -u: unbuffered, so a reply is on the pipe the moment the worker writes it. The worker exits with this
+        # process even on SIGKILL (no atexit then); a check of its own runs at most timeout_s + 5 s, a bound
+        # only reached when we are not there to kill it at timeout_s. PR_SET_PDEATHSIG follows the spawning
+        # thread, so it is asked for only from the main thread (a worker thread may end before the process).
+        cmd = [sys.executable, "-u", "-m", "sfpo.rewards._verify_worker", self.checker, "--parent", str(os.getpid()),
+               "--limit", str(self.timeout_s + _WORKER_GRACE_S)]
+        if threading.current_thread() is threading.main_thread():
+            cmd.append("--pdeathsig")
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self._ready, self._buf, self._pid = False, b"", os.getpid()
 
     def _restart(self) -> None:
