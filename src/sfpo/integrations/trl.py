@@ -8,14 +8,17 @@ whose fp32 masters live inside its optimizer, out of reach of a reposition of th
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from transformers import TrainerCallback
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
@@ -349,10 +352,13 @@ class SFPOTrainer(GRPOTrainer):
     def _state_path(self, folder: str) -> str:
         return os.path.join(folder, STATE_FILE.format(rank=self.accelerator.process_index))
 
-    def _save_checkpoint(self, model, trial) -> None:
-        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        os.makedirs(folder, exist_ok=True)
+    def _save_rng_state(self, output_dir: str) -> None:
+        # SFPO's state is the last per-rank file of a checkpoint, renamed into place, and TRL's trainer_state.json
+        # follows it: a folder a kill cut short lacks one of the two and train() skips it. The hub push and the
+        # rotation of old checkpoints come after both. (save_only_model checkpoints resume nothing: no state.)
+        super()._save_rng_state(output_dir)
         mid_step = self.sfpo is not None and self.sfpo.phase != "idle"
+        path = self._state_path(output_dir)
         torch.save({
             "update": None if self.sfpo is None else self.sfpo.state_dict(),  # holds θ0 inside a step
             "switch": self.switch.state_dict(),
@@ -361,8 +367,15 @@ class SFPOTrainer(GRPOTrainer):
             "num_iterations": self.num_iterations,
             # The generation batch and its old log-probs at θ0: a resume inside a step must not regenerate.
             "buffered_inputs": self._buffered_inputs if mid_step else None,
-        }, self._state_path(folder))
-        super()._save_checkpoint(model, trial)  # after ours, so that a hub push includes the file
+        }, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """``GRPOTrainer.train``; with ``resume_from_checkpoint=True`` newer checkpoints that a kill left
+        incomplete are skipped with a warning."""
+        if resume_from_checkpoint is True and os.path.isdir(self.args.output_dir):
+            resume_from_checkpoint = _last_complete(self.args.output_dir, self.accelerator.num_processes)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _load_optimizer_and_scheduler(self, checkpoint) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -381,3 +394,29 @@ class SFPOTrainer(GRPOTrainer):
         self._sfpo_step = _StepState(**saved["step"])
         self._step, self.num_iterations = saved["trl_step"], saved["num_iterations"]
         self._buffered_inputs = saved["buffered_inputs"]
+
+
+def _last_complete(output_dir: str, ranks: int) -> str | bool:
+    """The newest checkpoint-N holding a readable trainer_state.json and every rank's SFPO state (written last);
+    True, for TRL's own search and error, when there is no checkpoint at all."""
+    def complete(folder: str) -> bool:
+        try:
+            with open(os.path.join(folder, TRAINER_STATE_NAME)) as f:
+                json.load(f)
+        except (OSError, ValueError):  # missing, or cut off mid-write
+            return False
+        return all(os.path.isfile(os.path.join(folder, STATE_FILE.format(rank=r))) for r in range(ranks))
+
+    names = [n for n in os.listdir(output_dir) if re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-\d+", n)]
+    skipped = []
+    for name in sorted(names, key=lambda n: int(n.rsplit("-", 1)[1]), reverse=True):
+        if complete(os.path.join(output_dir, name)):
+            if skipped:
+                logger.warning("skipping incomplete checkpoint(s) %s in %s (interrupted while being written); "
+                               "resuming from %s", ", ".join(skipped), output_dir, name)
+            return os.path.join(output_dir, name)
+        skipped.append(name)
+    if skipped:
+        raise ValueError(f"no complete checkpoint in {output_dir}: {', '.join(skipped)} were interrupted while "
+                         "being written; start without resume_from_checkpoint")
+    return True
