@@ -1,0 +1,63 @@
+"""The native trainer under SIGKILLs at random moments (inside checkpoint writes too): rerun until it finishes,
+the final weights and every logged metric equal those of an uninterrupted run, bit for bit."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+HERE = Path(__file__).resolve().parent
+
+
+def _start(out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "src")]),
+           "OMP_NUM_THREADS": "1"}
+    with open(out.with_name(out.name + ".log"), "a") as log:  # the workers' stderr, for a failure's message
+        return subprocess.Popen([sys.executable, str(HERE / "drill_worker.py"), str(out)], env=env,
+                                stdout=subprocess.PIPE, stderr=log, text=True)
+
+
+def _log(out: Path) -> str:
+    return out.with_name(out.name + ".log").read_text()[-3000:]
+
+
+def _final(out: Path):
+    last = sorted((out / "checkpoints").glob("step_*"))[-1]
+    metrics = [{k: v for k, v in json.loads(ln).items() if not k.startswith("time/")}
+               for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    return last.name, load_file(str(last / "model.safetensors")), metrics
+
+
+@pytest.mark.slow
+def test_sigkills_at_random_moments_then_resume_equal_the_uninterrupted_run(tmp_path):
+    full = _start(tmp_path / "full")
+    assert full.wait(timeout=900) == 0, _log(tmp_path / "full")
+    rng = random.Random(0)
+    out, kills, starts = tmp_path / "killed", 0, []
+    for attempt in range(20):
+        proc = _start(out)
+        line = proc.stdout.readline()  # "training <step>": built, resumed, about to train
+        assert line.startswith("training"), _log(out)
+        starts.append(int(line.split()[1]))
+        time.sleep(rng.uniform(0.0, 2.5))
+        if proc.poll() is None and kills < 5:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        if proc.wait(timeout=900) == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, _log(out)
+    assert kills >= 3, "the run finished before the drill could kill it a few times"
+    assert len(set(starts) - {0}) >= 2, f"resumed from too few checkpoints: {starts}"
+    name, weights, metrics = _final(out)
+    full_name, full_weights, full_metrics = _final(tmp_path / "full")
+    assert name == full_name == "step_000024"
+    assert weights.keys() == full_weights.keys()
+    assert [k for k in weights if not weights[k].equal(full_weights[k])] == []
+    assert metrics == full_metrics
