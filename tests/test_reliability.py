@@ -6,6 +6,7 @@ import errno
 import json
 import math
 import os
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -205,11 +206,25 @@ def test_dataset_file_without_rows(tmp_path, monkeypatch, capsys, content, messa
     assert f"{data}' {message}" in _error_line(capsys)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_output_dir(tmp_path, monkeypatch, capsys):
-    _no_model_load(monkeypatch)
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder this process cannot write: mode 555, or for root (who ignores modes) a read-only tmpfs."""
     ro = tmp_path / "ro"
-    ro.mkdir(mode=0o555)
+    ro.mkdir()
+    if os.geteuid() != 0:
+        ro.chmod(0o555)
+        yield ro
+        ro.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True).returncode:
+        pytest.skip("running as root, and a read-only mount is not allowed here")
+    yield ro
+    subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_read_only_output_dir(tmp_path, read_only_dir, monkeypatch, capsys):
+    _no_model_load(monkeypatch)
+    ro = read_only_dir
     assert main(["train", str(Path(__file__).parents[1] / "configs" / "demo.yaml"), f"output_dir={ro / 'x'}"]) == 2
     assert "is not writable" in _error_line(capsys)
 

@@ -460,8 +460,9 @@ class Trainer:
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
         except (OSError, RuntimeError, SafetensorError) as e:  # a full disk: keep what `path` held
+            error = self._write_error(path, e)  # before the cleanup frees the space again
             shutil.rmtree(tmp, ignore_errors=True)
-            raise self._write_error(path, e) from None
+            raise error from None
         shutil.rmtree(path, ignore_errors=True)
         tmp.rename(path)
 
@@ -502,8 +503,9 @@ class Trainer:
         try:
             torch.save(state, path / "trainer_state.tmp")
         except (OSError, RuntimeError) as e:  # torch's stream writer reports a full disk as a RuntimeError
+            error = self._write_error(path, e)
             shutil.rmtree(path, ignore_errors=True)  # a model without its trainer state resumes nothing
-            raise self._write_error(path, e) from None
+            raise error from None
         (path / "trainer_state.tmp").rename(path / "trainer_state.pt")
         for old in sorted(root.glob("step_*"))[:-max(self.cfg.keep_checkpoints, 1)]:
             shutil.rmtree(old, ignore_errors=True)
@@ -513,11 +515,10 @@ class Trainer:
         free = shutil.disk_usage(self.out).free
         need = sum(p.numel() * p.element_size() for p in self.model.parameters())
         if getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or free < need:
-            why = f"the disk is full ({free / 2**20:.0f} MiB free under {self.out}, the weights alone take " \
-                  f"{need / 2**20:.0f} MiB)"
+            why = f"the disk is full ({_size(free)} free under {self.out}, the weights alone take {_size(need)})"
         else:
             why = f"{type(e).__name__}: {e}"
-        older = [p for p in self._checkpoints() if p != path]
+        older = [p for p in self._checkpoints() if p.name != path.name]
         kept = f"the checkpoint before it, {older[-1]}, is intact" if older else "no earlier checkpoint exists"
         if path.name == "best" and path.exists():
             kept = f"{path} keeps the previous best policy"
@@ -594,3 +595,7 @@ def _load_file(f: Path, device: torch.device) -> dict[str, torch.Tensor]:
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{f} is truncated or corrupt ({e}); delete its checkpoint folder to resume from "
                               "the one before it") from None
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
