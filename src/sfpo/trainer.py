@@ -449,11 +449,10 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- checkpoints
     def _save_model(self, path: Path) -> None:
+        from safetensors import SafetensorError
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a shard bar per save would drown the training progress bar
-        from safetensors import SafetensorError
-
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
@@ -513,7 +512,7 @@ class Trainer:
 
     def _write_error(self, path: Path, e: Exception) -> CheckpointError:
         free = shutil.disk_usage(self.out).free
-        need = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        need = sum(p.numel() * p.element_size() for p in self.params)  # what save_pretrained writes (LoRA: adapters)
         if getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or free < need:
             why = f"the disk is full ({_size(free)} free under {self.out}, the weights alone take {_size(need)})"
         else:
@@ -539,7 +538,6 @@ class Trainer:
         self.scheduler.base_lrs = [new] * len(self.optimizer.param_groups)
         for g in self.optimizer.param_groups:
             g["initial_lr"], g["lr"] = new, new * factor
-        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     def _maybe_resume(self) -> int | None:
         ckpts = self._checkpoints()
