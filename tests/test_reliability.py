@@ -108,6 +108,15 @@ def test_update_extra_mb_of_a_run_resumed_at_its_last_step(tmp_path):
     assert again["update_extra_mb"] == first["update_extra_mb"] > 0
 
 
+def test_a_partial_checkpoint_never_pushes_a_complete_one_out(tmp_path):
+    partial = tmp_path / "run" / "checkpoints" / "step_000009"  # what a kill inside a write of step 9 leaves
+    partial.mkdir(parents=True)
+    (partial / "config.json").write_text("{}")
+    run(tmp_path, ["algorithm.name=grpo", "checkpoint_every=1", "keep_checkpoints=2"], steps=3)
+    complete = sorted(p.name for p in partial.parent.iterdir() if (p / "trainer_state.pt").exists())
+    assert complete == ["step_000002", "step_000003"]
+
+
 # ---------------------------------------------------------------------------------------------- a full disk
 @pytest.mark.parametrize("where", ["trainer_state", "weights"])
 def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, where):

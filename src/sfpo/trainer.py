@@ -506,7 +506,8 @@ class Trainer:
             shutil.rmtree(path, ignore_errors=True)  # a model without its trainer state resumes nothing
             raise error from None
         (path / "trainer_state.tmp").rename(path / "trainer_state.pt")
-        for old in sorted(root.glob("step_*"))[:-max(self.cfg.keep_checkpoints, 1)]:
+        for old in self._checkpoints()[:-max(self.cfg.keep_checkpoints, 1)]:  # complete ones: a partial never counts
+            (old / "trainer_state.pt").unlink()  # first: a deletion cut short leaves no resumable-looking folder
             shutil.rmtree(old, ignore_errors=True)
         return path
 
