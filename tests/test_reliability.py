@@ -48,7 +48,7 @@ def test_a_checkpoint_is_never_written_from_nonfinite_weights(tmp_path):
     before = _weights(ckpt)
     with torch.no_grad():
         next(trainer.model.parameters()).fill_(math.nan)
-    with pytest.raises(CheckpointError, match=r"not writing .*step_000001: 1 weight tensors hold NaN/inf"):
+    with pytest.raises(CheckpointError, match=r"not writing .*step_000001: NaN/inf weights in 1 tensor \(first"):
         trainer.save_checkpoint()
     after = _weights(ckpt)
     assert all(torch.equal(before[n], after[n]) for n in before)
@@ -64,7 +64,7 @@ def test_resume_follows_a_changed_learning_rate(tmp_path):
 
 # ---------------------------------------------------------------------------------------- skipped steps
 def test_consecutive_skips_stop_the_run_and_the_summary_says_why(tmp_path):
-    with pytest.raises(TrainingStalled, match=r"2 steps in a row were skipped \(steps 0-1\), the last because "
+    with pytest.raises(TrainingStalled, match=r"2 steps in a row were skipped \(steps 1-2\), the last because "
                                               r"loss=nan"):
         run(tmp_path, ["algorithm.name=sfpo", "max_consecutive_skips=2"], task=NaNTask(), steps=5)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -192,7 +192,7 @@ def _model_path_case(case, tmp_path, tiny_dir):
         _truncate(tiny_dir / "model.safetensors")
         return tiny_dir, "model.safetensors is truncated or corrupt"
     _poison(tiny_dir)
-    return tiny_dir, "holds non-finite weights (NaN/inf) in 1 tensors"
+    return tiny_dir, "holds non-finite weights (NaN/inf) in 1 tensor, first"
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "no_tokenizer", "truncated", "nonfinite"])

@@ -65,7 +65,7 @@ def check_weight_files(folder: Path) -> None:
             with safe_open(str(f), "pt"):
                 pass
         except (SafetensorError, OSError) as e:
-            raise PolicyLoadError(f"{f} is truncated or corrupt ({e}); copy or save it again") from None
+            raise PolicyLoadError(f"{f} is truncated or corrupt ({e})") from None
 
 
 def nonfinite_params(model: torch.nn.Module) -> list[str]:
@@ -77,8 +77,12 @@ def check_finite(model: torch.nn.Module, source: str | Path) -> None:
     """Weights that load but hold NaN/inf would only fail deep inside sampling; name them here instead."""
     bad = nonfinite_params(model)
     if bad:
-        raise PolicyLoadError(f"{source} holds non-finite weights (NaN/inf) in {len(bad)} tensors, first {bad[0]!r}: "
+        raise PolicyLoadError(f"{source} holds non-finite weights (NaN/inf) in {_tensors(bad)}, first {bad[0]!r}: "
                               "the file is damaged or was saved from a diverged run")
+
+
+def _tensors(names: list[str]) -> str:
+    return f"{len(names)} tensor" + ("s" if len(names) > 1 else "")
 
 
 def resolve_device(name: str) -> torch.device:

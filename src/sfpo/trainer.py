@@ -220,7 +220,7 @@ class Trainer:
         except NonFiniteError as e:
             restored = self.update.abort()
             self.nan_skips += 1
-            logger.warning("step %d skipped: %s; weights %s θ0", self.step, e,
+            logger.warning("step %d skipped: %s; weights %s θ0", self.step + 1, e,
                            "restored to" if restored else "could NOT be restored to (nan_guard is off)")
             upd = {"nan_skip": 1.0}
             self._count_skip(e)
@@ -333,7 +333,7 @@ class Trainer:
             self.train_examples = self.task.examples("train")
             self.val_examples = self.task.examples(self.cfg.eval.split, self.cfg.eval.num_prompts)
         except ValueError as e:  # empty or unparseable data, a missing column: the task names the file
-            raise ConfigError(f"task {name!r}: {e}") from None
+            raise ConfigError(str(e) if str(e).startswith(name) else f"task {name!r}: {e}") from None
         if not self.train_examples:
             raise ConfigError(f"task {name!r} has no training examples")
         if self.cfg.resume:
@@ -371,7 +371,7 @@ class Trainer:
         ratio = self.cfg.max_update_ratio
         if not math.isfinite(moved):
             bad = nonfinite_params(self.model)
-            raise NonFiniteError(f"the update made {len(bad)} weight tensors NaN/inf (first {bad[0]!r})" if bad else
+            raise NonFiniteError(f"the update made NaN/inf weights in {_tensors(bad)} (first {bad[0]!r})" if bad else
                                  "the update exploded: ‖θ − θ0‖ overflows float32")
         if ratio > 0 and size > 0 and moved > ratio * size:
             raise NonFiniteError(f"the update exploded: ‖θ − θ0‖ = {moved:.3g} is {moved / size:.3g} × ‖θ0‖ "
@@ -384,8 +384,8 @@ class Trainer:
         limit = self.cfg.max_consecutive_skips
         if not limit or self.consecutive_skips < limit:
             return
-        first = self.step - self.consecutive_skips + 1
-        msg = (f"training stopped: {self.consecutive_skips} steps in a row were skipped (steps {first}-{self.step}), "
+        first = self.step - self.consecutive_skips + 2  # steps count from 1, as in metrics.jsonl
+        msg = (f"training stopped: {self.consecutive_skips} steps in a row were skipped (steps {first}-{self.step + 1}), "
                f"the last because {why}. The run makes no progress: lower optim.lr if updates explode, check the "
                f"rewards if the loss is NaN. The weights are those from before step {first} "
                "(max_consecutive_skips=0 never stops)")
@@ -488,7 +488,7 @@ class Trainer:
         path = root / f"step_{self.step:06d}"
         bad = nonfinite_params(self.model)
         if bad:  # nothing resumes from it; the last checkpoint written stays the newest
-            raise CheckpointError(f"not writing {path}: {len(bad)} weight tensors hold NaN/inf (first {bad[0]!r}); "
+            raise CheckpointError(f"not writing {path}: NaN/inf weights in {_tensors(bad)} (first {bad[0]!r}); "
                                   "nan_guard=true skips the steps that produce them")
         self._save_model(path)
         state = {
@@ -598,3 +598,7 @@ def _load_file(f: Path, device: torch.device) -> dict[str, torch.Tensor]:
 
 def _size(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
+
+
+def _tensors(names: list[str]) -> str:
+    return f"{len(names)} tensor" + ("s" if len(names) > 1 else "")
