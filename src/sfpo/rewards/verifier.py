@@ -3,7 +3,8 @@
 math-verify's own timeouts use ``signal.alarm``, which works only on the main thread and cannot interrupt a
 long computation inside C code (``9^{9^{9^{9}}}`` hangs sympy for minutes). Here each check is sent to a child
 process; if no answer comes before the deadline the child is killed, a warning is logged, the check counts as
-wrong, and a fresh child is started. Safe from any thread. This module does not extract answers.
+wrong, and a fresh child is started. The child never outlives this process, even a SIGKILLed one. Safe from any
+thread. This module does not extract answers.
 """
 
 from __future__ import annotations
