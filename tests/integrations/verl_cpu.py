@@ -3,7 +3,7 @@
 verl registers its FSDP engines for cuda/npu only and falls back to the "nvidia" platform without a GPU. Imported
 through ``VERL_USE_EXTERNAL_MODULES`` (``import verl`` imports it in every process, Ray workers included), this
 registers a CPU platform (device "cpu", gloo); ``VERL_PLATFORM`` selects it and ``VERL_ENGINE_DEVICE=cuda`` picks the
-FSDP engine class. ``CPU_ENV`` holds those variables. Nothing here is part of the library.
+FSDP engine class; Ray workers get a plain gloo process group. ``CPU_ENV`` holds those variables. Nothing here is part of the library.
 """
 
 import torch
@@ -102,6 +102,17 @@ def _register_platform() -> None:
 
 
 _register_platform()  # registering a name selects nothing: VERL_PLATFORM does
+
+
+def _gloo_only() -> None:
+    """verl's Ray workers init torch.distributed with "cpu:gloo,<device>:<backend>", which reads "cpu:gloo,cpu:gloo"
+    here and is refused: default the backend to plain gloo (the function object itself, so every import sees it)."""
+    from verl.utils import distributed
+
+    distributed.initialize_global_process_group_ray.__defaults__ = (None, "gloo")
+
+
+_gloo_only()
 
 
 def save_tiny_qwen2(path: str, seed: int = 0) -> str:
