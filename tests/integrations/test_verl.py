@@ -89,13 +89,52 @@ def test_entropy_is_not_required_without_the_entropy_switch():
         == "never"
 
 
+def example_overrides(script: str, tmp_path) -> list[str]:
+    """The Hydra overrides an examples/verl script hands main_ppo (a stand-in python3 records them)."""
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    (fake / "python3").write_text('#!/bin/sh\nshift 2\nfor a in "$@"; do printf "%s\\n" "$a"; done > "$ARGS_OUT"\n')
+    (fake / "python3").chmod(0o755)
+    out = tmp_path / f"{script}.args"
+    subprocess.run(["bash", str(ROOT / "examples" / "verl" / script)], check=True,
+                   env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "ARGS_OUT": str(out)})
+    return out.read_text().splitlines()
+
+
+def test_example_scripts_compose_and_differ_only_in_the_passes(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from sfpo.integrations.verl import check_verl_config
+
+    config_dir = str(Path(verl.__file__).parent / "trainer" / "config")
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        configs = {s: compose("ppo_trainer", overrides=example_overrides(s, tmp_path))
+                   for s in ("sfpo.sh", "grpo.sh", "grpo_4pass.sh")}
+    sfpo = check_verl_config(configs["sfpo.sh"])
+    assert (sfpo.inner_steps, sfpo.alpha, sfpo.switch, sfpo.switch_window, sfpo.switch_threshold) == \
+        (3, 0.8, "entropy", 30, 1.0)
+    actor = configs["sfpo.sh"].actor_rollout_ref.actor
+    assert (actor.optim.lr, actor.entropy_coeff, actor.ppo_mini_batch_size) == (1e-6, 0.001, 64)
+    assert configs["sfpo.sh"].data.train_batch_size == 256 and configs["sfpo.sh"].actor_rollout_ref.rollout.n == 8
+    assert configs["grpo_4pass.sh"].actor_rollout_ref.actor.ppo_epochs == sfpo.inner_steps + 1
+    for name in ("grpo.sh", "grpo_4pass.sh"):
+        assert configs[name].trainer.v1.trainer_mode == "sync" and "sfpo" not in configs[name]
+        same = {k: v for k, v in configs[name].actor_rollout_ref.actor.items() if k != "ppo_epochs"}
+        assert same == {k: v for k, v in actor.items() if k != "ppo_epochs"}
+
+
 # ------------------------------------------------------------------------------------------- worker contract
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_worker_contract(ranks, model_dir, tmp_path):
     """α=1 ≡ verl with ppo_epochs=K+1 and switched off ≡ ppo_epochs=1, bit for bit; α=0.8 repositions exactly on
     the gathered parameters; replicas identical; one LR step per training step; the drift reduced over shards."""
+    import socket
+
+    with socket.socket() as sock:  # torchrun's env rendezvous needs a real port (0 is not "pick one" there)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     result = tmp_path / "result.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}", "--master_port=0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}", f"--master_port={port}",
            str(HERE / "verl_contract_worker.py"), model_dir, str(result)]
     out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, cwd=HERE, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

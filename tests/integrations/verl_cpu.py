@@ -1,126 +1,24 @@
 """Test-only: run verl 0.9's FSDP engine on CPU, and build the tiny Qwen2 and PPO batches the verl tests train on.
 
-verl registers its FSDP engines for cuda/npu only and falls back to the "nvidia" platform without a GPU. Imported
-through ``VERL_USE_EXTERNAL_MODULES`` (``import verl`` imports it in every process, Ray workers included), this
-registers a CPU platform (device "cpu", gloo); ``VERL_PLATFORM`` selects it and ``VERL_ENGINE_DEVICE=cuda`` picks the
-FSDP engine class; Ray workers get a plain gloo process group. ``CPU_ENV`` holds those variables. Nothing here is part of the library.
+verl registers its FSDP engines for cuda/npu only and falls back to the "nvidia" platform without a GPU. Put
+``CPU_ENV`` into the environment before verl is imported (verl then imports verl_cpu_platform.py, which registers a
+CPU platform); ``VERL_PLATFORM`` selects it and ``VERL_ENGINE_DEVICE=cuda`` picks the FSDP engine class. This module
+imports verl only inside its functions, so reading ``CPU_ENV`` imports nothing. Nothing here is library code.
 """
 
 import torch
 
-CPU_ENV = {"VERL_USE_EXTERNAL_MODULES": "verl_cpu", "VERL_PLATFORM": "sfpo_test_cpu", "VERL_ENGINE_DEVICE": "cuda",
-           "VERL_USE_EXTERNAL_PLUGINS": "auto", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+CPU_ENV = {"VERL_USE_EXTERNAL_MODULES": "verl_cpu_platform", "VERL_PLATFORM": "sfpo_test_cpu",
+           "VERL_ENGINE_DEVICE": "cuda", "VERL_USE_EXTERNAL_PLUGINS": "auto", "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
 
 
-class _CPUDevice:
-    """What verl calls on ``get_torch_device()``, answered for a CPU: no device memory to report, nothing to sync."""
-
-    def __getattr__(self, name):
-        if name.endswith(("memory_allocated", "memory_reserved")):
-            return lambda *a, **k: 0
-        return getattr(torch.cuda, name)
-
-    @staticmethod
-    def mem_get_info(*_):
-        import psutil
-
-        vm = psutil.virtual_memory()
-        return vm.available, vm.total
-
-    def current_device(self):
-        return 0
-
-    def get_device_name(self, *_):
-        return "CPU"  # verl's MFU table has no CPU entry: MFU reads 0
-
-    def device_count(self):
-        return 1
-
-    def is_available(self):
-        return True
-
-    def synchronize(self, *_):
-        pass
-
-    def empty_cache(self):
-        pass
-
-    def set_device(self, *_):
-        pass
-
-    def manual_seed(self, seed):
-        torch.manual_seed(seed)
-
-    manual_seed_all = manual_seed
-
-
-def _register_platform() -> None:
-    from verl.plugin.platform.platform_cuda import PlatformCUDA
-    from verl.plugin.platform.platform_manager import PlatformRegistry
-
-    @PlatformRegistry.register(platform="sfpo_test_cpu")
-    class CPUTestPlatform(PlatformCUDA):
-        """CUDA's platform with the device and collectives of a CPU (torch.cuda's memory queries return 0 there)."""
-
-        @property
-        def device_name(self) -> str:
-            return "cpu"
-
-        @property
-        def device_module(self):
-            return _CPUDevice()
-
-        def is_available(self) -> bool:
-            return True
-
-        def current_device(self) -> str:
-            return "cpu"  # verl passes it to .to() and torch.device(); an index would name an accelerator
-
-        def device_count(self) -> int:
-            return 1
-
-        def set_device(self, device_index: int) -> None:
-            pass
-
-        def synchronize(self, device_index=None) -> None:
-            pass
-
-        def manual_seed(self, seed: int) -> None:
-            torch.manual_seed(seed)
-
-        def manual_seed_all(self, seed: int) -> None:
-            torch.manual_seed(seed)
-
-        def set_allocator_settings(self, settings: str) -> None:
-            pass
-
-        def empty_cache(self) -> None:
-            pass
-
-        def communication_backend_name(self) -> str:
-            return "gloo"
-
-
-_register_platform()  # registering a name selects nothing: VERL_PLATFORM does
-
-
-def _gloo_only() -> None:
-    """verl's Ray workers init torch.distributed with "cpu:gloo,<device>:<backend>", which reads "cpu:gloo,cpu:gloo"
-    here and is refused: default the backend to plain gloo (the function object itself, so every import sees it)."""
-    from verl.utils import distributed
-
-    distributed.initialize_global_process_group_ray.__defaults__ = (None, "gloo")
-
-
-_gloo_only()
-
-
-def save_tiny_qwen2(path: str, seed: int = 0) -> str:
-    """A 2-layer Qwen2 with the character tokenizer of tests/tiny.py, saved where verl's HFModelConfig loads it."""
+def save_tiny_qwen2(path: str, seed: int = 0, hidden: int = 32, layers: int = 2) -> str:
+    """A small Qwen2 with the character tokenizer of tests/tiny.py, saved where verl's HFModelConfig loads it."""
     from tiny import make_model, make_tokenizer
 
     tok = make_tokenizer()
-    make_model(tok, seed=seed, hidden=32, layers=2).save_pretrained(path)
+    make_model(tok, seed=seed, hidden=hidden, layers=layers).save_pretrained(path)
     tok.save_pretrained(path)
     return path
 
