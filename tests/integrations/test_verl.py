@@ -139,6 +139,9 @@ def test_worker_contract(ranks, model_dir, tmp_path):
     out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, cwd=HERE, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     r = json.loads(result.read_text())
+    diffs = r.pop("max_diff")
+    assert diffs["sfpo_alpha_1 vs plain_k_plus_1"] == 0.0 and diffs["sfpo_off vs plain_1"] == 0.0
+    assert diffs["sfpo vs plain_k_plus_1"] > 1e-3
     steps, passes, per_pass = 2, 3, 2  # K=2: 3 passes of 2 mini-batches (optimizer steps) per training step
     assert r["sfpo_alpha_1"]["hash"] == r["plain_k_plus_1"]["hash"]
     assert r["sfpo_off"]["hash"] == r["plain_1"]["hash"]
@@ -226,6 +229,20 @@ def test_driver_switch_turns_sfpo_off_and_survives_a_checkpoint(tmp_path):
     for _ in range(4):
         fresh._update_actor(SimpleNamespace(extra_info={}), {})
     assert all(p["active"] for p in fresh.plans)  # without the saved window the rise goes unseen: state matters
+
+
+def test_trainer_puts_the_sfpo_worker_into_verl_worker_mapping(tmp_path):
+    from verl.trainer.ppo.utils import Role
+    from verl.workers.engine_workers import ActorRolloutRefWorker
+
+    from sfpo.integrations.verl import SFPOActorRolloutRefWorker, SFPOTrainingWorker
+
+    trainer = stub_trainer(tmp_path)
+    trainer._init_resource_pool_mgr()  # verl's own, then ours: only the actor role changes class
+    actor_cls = trainer.role_worker_mapping[Role.ActorRollout].__ray_actor_class__
+    assert issubclass(actor_cls, SFPOActorRolloutRefWorker) and issubclass(actor_cls, ActorRolloutRefWorker)
+    assert SFPOActorRolloutRefWorker.actor_worker_cls is SFPOTrainingWorker
+    assert SFPOActorRolloutRefWorker.ref_worker_cls is ActorRolloutRefWorker.ref_worker_cls
 
 
 # ------------------------------------------------------------------------------------------------------ Ray
