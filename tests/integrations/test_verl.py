@@ -123,6 +123,24 @@ def test_example_scripts_compose_and_differ_only_in_the_passes(tmp_path):
         assert same == {k: v for k, v in actor.items() if k != "ppo_epochs"}
 
 
+def test_worker_refuses_an_optimizer_that_steps_copies_of_the_weights():
+    """A reposition of the model's weights cannot reach masters kept elsewhere (as megatron-core keeps them)."""
+    import torch
+
+    from sfpo.integrations.verl import SFPOTrainingWorker
+
+    model = torch.nn.Linear(3, 2)
+    masters = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    worker = object.__new__(SFPOTrainingWorker)  # the check runs before anything distributed
+    worker.engine = SimpleNamespace(module=model, optimizer=torch.optim.SGD(masters, lr=0.1),
+                                    is_param_offload_enabled=False)
+    plan = {"inner_steps": 2, "alpha": 0.8, "optimizer_state": "carry", "active": True}
+    with pytest.raises(NotImplementedError, match="not the model's parameters"):
+        worker._slow_fast(plan)
+    worker.engine.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert worker._slow_fast(plan).params[0] is next(model.parameters())
+
+
 # ------------------------------------------------------------------------------------------- worker contract
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_worker_contract(ranks, model_dir, tmp_path):
