@@ -25,24 +25,13 @@ from trl import GRPOConfig, GRPOTrainer
 from sfpo.core import SlowFastUpdate, make_switch
 from sfpo.core.slow_fast import LR_STEPPING, OPTIMIZER_STATE_POLICIES
 from sfpo.core.switch import SWITCHES
-
-try:
-    from torch.distributed.tensor import DTensor
-except ImportError:  # a torch built without distributed support has no DTensor to shard by
-    DTensor = ()
+from sfpo.integrations.sharding import DTensor, local_shards
 
 __all__ = ["SFPOConfig", "SFPOTrainer", "STATE_FILE", "local_shards"]
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "sfpo_state_rank{rank}.pt"  # one per process: under FSDP the anchor is sharded like the weights
-
-
-def local_shards(params: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The tensors a reposition must act on: the parameters themselves, or the local shards of FSDP2's DTensor
-    parameters. DTensor has no sharding rule for the foreach copy the anchor uses; the local shard is the same
-    storage, and snapshot and reposition are elementwise, so acting on shards is acting on the parameters."""
-    return [p.to_local() if isinstance(p, DTensor) else p for p in params]
 
 
 @dataclass
