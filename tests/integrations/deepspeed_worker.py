@@ -2,7 +2,7 @@
 under real DeepSpeed ZeRO on DeepSpeed's CPU accelerator (gloo). Each scenario trains on the tiny TRL setup and
 reports max abs differences of the full fp32 masters and of the module weights; rank 0 writes them as JSON.
 
-    python deepspeed_worker.py STAGE DTYPE OUT_DIR RESULT_JSON SCENARIO[,SCENARIO...]
+    python deepspeed_worker.py DS_CONFIG_JSON OUT_DIR RESULT_JSON SCENARIO[,SCENARIO...]
 
 Scenarios: ``alpha_one`` (≡ GRPO with num_iterations=K+1), ``alpha_zero`` (≡ plain GRPO), ``reposition`` (α=0.8
 against GRPO whose fast-pass end is repositioned by this file through DeepSpeed's public fp32-parameter API, plus
@@ -21,6 +21,7 @@ if "RANK" not in os.environ:  # one process: the env a launcher would set
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import transformers.training_args  # noqa: E402
+from accelerate import PartialState  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
@@ -31,15 +32,18 @@ from tiny_trl import SMALL, end_distributed_run, train  # noqa: E402
 # only thing standing in the way (the dtype itself is DeepSpeed's, from its config)
 transformers.training_args.is_torch_bf16_gpu_available = lambda: True
 
-STAGE, DTYPE, OUT, RESULT = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-BF16 = DTYPE == "bf16"
-ZERO = {"stage": STAGE}
-if STAGE == 3:
-    ZERO["stage3_param_persistence_threshold"] = int(os.environ.get("PERSISTENCE", "0"))  # 0: every weight partitioned
-DS = {"zero_optimization": ZERO, "bf16": {"enabled": BF16}, "train_micro_batch_size_per_gpu": "auto",
-      "train_batch_size": "auto", "gradient_accumulation_steps": "auto", "gradient_clipping": "auto"}
-# one training step: K+1 = 3 passes × 2 optimizer steps (2 micro-steps each); constant LR per optimizer step
-COMMON = dict(use_cpu=False, bf16=BF16, deepspeed=DS, steps_per_generation=4, max_steps=6)
+DS = json.loads(sys.argv[1])  # the DeepSpeed config; under `accelerate launch --use_deepspeed` the same file's
+OUT, RESULT = sys.argv[2], sys.argv[3]
+STAGE, BF16 = DS["zero_optimization"]["stage"], DS.get("bf16", {}).get("enabled", False)
+# Without a GPU, accelerate finds no backend for DeepSpeed and counts one process whatever the world size (TRL's
+# gathers then fail), and HF passes no ddp_backend under DeepSpeed: default the backend to DeepSpeed's CPU one.
+_partial_state_init = PartialState.__init__
+PartialState.__init__ = lambda self, cpu=False, **kw: _partial_state_init(self, cpu, **{
+    **kw, "backend": kw.get("backend") or "gloo"})
+# one training step: K+1 = 3 passes × 2 optimizer steps (2 micro-steps each)
+COMMON = dict(use_cpu=False, bf16=BF16, steps_per_generation=4, max_steps=6)
+if os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true":  # else `accelerate launch --use_deepspeed` brought DS
+    COMMON["deepspeed"] = DS
 K, ALPHA = 2, 0.8
 
 
@@ -170,11 +174,12 @@ def scenario_reposition():
             a, b, t = a.double(), b.double(), t.double()
             scale = torch.maximum(a.abs(), b.abs()).clamp_min(1e-30)  # ZeRO's padding is 0 in all three
             formula.append(((t - (a + ALPHA * (b - a))).abs() / scale).max().item())
-    return {"diff_manual": max_diff(ours, theirs), "diff_no_reposition": max_diff(ours, none),
+    return {"optimizer": type(sfpo._zero.optimizer).__name__, "zero": type(sfpo.optimizer.optimizer).__name__,
+            "diff_manual": max_diff(ours, theirs), "diff_no_reposition": max_diff(ours, none),
             "repositions": len(RecordingSFPO.records), "formula_rel_err": max(formula),
             "moved": max((b - a).abs().max().item() for r in RecordingSFPO.records
                          for a, b in zip(r["theta0"], r["theta_k"])),
-            "module_vs_master": [r["module_vs_master"] for r in RecordingSFPO.records],
+            "module_vs_master": [r.get("module_vs_master") for r in RecordingSFPO.records],
             "anchor_numel": sum(a.numel() for a in sfpo.sfpo._anchor),
             "param_numel": sum(p.ds_numel if STAGE == 3 else p.numel() for _, p in named_params(sfpo)),
             "anchor_devices": sorted({str(a.device) for a in sfpo.sfpo._anchor})}
@@ -210,8 +215,21 @@ def scenario_replicas():
             "drift": [h["sfpo/drift_norm"] for h in sfpo.state.log_history if "sfpo/drift_norm" in h]}
 
 
+def scenario_refusal():
+    """What SFPOTrainer refuses at construction, each with its reason."""
+    messages = {}
+    for name, ds, extra in (("stage0", {**DS, "zero_optimization": {"stage": 0}}, {}),
+                            ("reset", DS, {"optimizer_state": "reset"})):
+        try:
+            run(SFPOTrainer, SFPOConfig, "refused_" + name, deepspeed=ds, max_steps=0, **extra)
+            messages[name] = None
+        except NotImplementedError as e:
+            messages[name] = str(e)
+    return messages
+
+
 def main():
-    result = {name: globals()["scenario_" + name]() for name in sys.argv[5].split(",")}
+    result = {name: globals()["scenario_" + name]() for name in sys.argv[4].split(",")}
     if dist.get_rank() == 0:
         with open(RESULT, "w") as f:
             json.dump(result, f)
