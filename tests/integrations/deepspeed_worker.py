@@ -1,6 +1,7 @@
-"""Run (one process, or two under ``torch.distributed.run``) by test_trl_deepspeed.py: SFPOTrainer and GRPOTrainer
-under real DeepSpeed ZeRO on DeepSpeed's CPU accelerator (gloo). Each scenario trains on the tiny TRL setup and
-reports max abs differences of the full fp32 masters and of the module weights; rank 0 writes them as JSON.
+"""Run (one process, or two under ``accelerate launch --use_deepspeed``) by test_trl_deepspeed.py: SFPOTrainer and
+GRPOTrainer under real DeepSpeed ZeRO on DeepSpeed's CPU accelerator (gloo; on a GPU machine, CUDA). Each scenario
+trains the tiny TRL setup and reports max abs differences of the full fp32 masters and of the module weights; rank 0
+writes them as JSON.
 
     python deepspeed_worker.py DS_CONFIG_JSON OUT_DIR RESULT_JSON SCENARIO[,SCENARIO...]
 
@@ -13,38 +14,28 @@ import json
 import os
 import sys
 
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
-if "RANK" not in os.environ:  # one process: the env a launcher would set
-    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29500")
+import ds_cpu
+
+ON_CPU = ds_cpu.setup()
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-import transformers.training_args  # noqa: E402
-from accelerate import PartialState  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from sfpo.integrations.trl import SFPOConfig, SFPOTrainer  # noqa: E402
-from tiny_trl import SMALL, end_distributed_run, train  # noqa: E402
-
-# TrainingArguments refuses bf16 without a bf16 GPU; DeepSpeed's CPU accelerator runs bf16, and the check is the
-# only thing standing in the way (the dtype itself is DeepSpeed's, from its config)
-transformers.training_args.is_torch_bf16_gpu_available = lambda: True
+from tiny_trl import end_distributed_run, train  # noqa: E402
 
 DS = json.loads(sys.argv[1])  # the DeepSpeed config; under `accelerate launch --use_deepspeed` the same file's
 OUT, RESULT = sys.argv[2], sys.argv[3]
 STAGE, BF16 = DS["zero_optimization"]["stage"], DS.get("bf16", {}).get("enabled", False)
-# Without a GPU, accelerate finds no backend for DeepSpeed and counts one process whatever the world size (TRL's
-# gathers then fail), and HF passes no ddp_backend under DeepSpeed: default the backend to DeepSpeed's CPU one.
-_partial_state_init = PartialState.__init__
-PartialState.__init__ = lambda self, cpu=False, **kw: _partial_state_init(self, cpu, **{
-    **kw, "backend": kw.get("backend") or "gloo"})
 # one training step: K+1 = 3 passes × 2 optimizer steps (2 micro-steps each)
 COMMON = dict(use_cpu=False, bf16=BF16, steps_per_generation=4, max_steps=6)
 if os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true":  # else `accelerate launch --use_deepspeed` brought DS
     COMMON["deepspeed"] = DS
 K, ALPHA = 2, 0.8
+if not ON_CPU:  # the GPU check (benchmarks/gpu_check_deepspeed.sh): the bit-identities need deterministic kernels
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def run(cls, cfg, name, **overrides):
@@ -168,7 +159,7 @@ def scenario_reposition():
     manual = run(ManualGRPO, GRPOConfig, "manual", num_iterations=K + 1, callbacks=[ManualReposition(2, K + 1)])
     plain = run(GRPOTrainer, GRPOConfig, "plain3", num_iterations=K + 1)  # no reposition at all
     ours, theirs, none = full_state(sfpo), full_state(manual), full_state(plain)
-    formula = []  # θ̃ against θ0 + α(θK − θ0) in float64, relative to the larger of |θ0|, |θK| (fp32 rounding)
+    formula = []  # θ̃ against θ0 + α(θK − θ0) in float64, relative to max(|θ0|, |θK|) (fp32 rounding)
     for r in RecordingSFPO.records:
         for a, b, t in zip(r["theta0"], r["theta_k"], r["tilde"]):
             a, b, t = a.double(), b.double(), t.double()
