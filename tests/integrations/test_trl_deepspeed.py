@@ -47,7 +47,8 @@ CONFIGS = {
     "zero1-bf16-fp32accum": (ds_config(1, True, data_types={"grad_accum_dtype": "fp32"}), ["reposition"]),
     "zero2-offload": (ds_config(2, False, {"offload_optimizer": {"device": "cpu"}},
                                 zero_force_ds_cpu_optimizer=False), ["alpha_one", "reposition"]),
-    "zero3-offload-bf16": (ds_config(3, True, {"offload_optimizer": {"device": "cpu"}},
+    "zero3-offload-bf16": (ds_config(3, True, {"offload_optimizer": {"device": "cpu"},
+                                               "offload_param": {"device": "cpu"}},
                                      zero_force_ds_cpu_optimizer=False), ["alpha_one", "reposition"]),
     "zero3-persistent": (ds_config(3, False, {"stage3_param_persistence_threshold": 100000}), ["reposition"]),
 }
