@@ -160,3 +160,16 @@ def test_two_processes_under_accelerate_launch_keep_identical_replicas(tmp_path,
     assert rep["anchor_numel_per_rank"][0] == rep["anchor_numel_per_rank"][1] < rep["param_numel"]
     assert len(rep["drift"]) == 1 and rep["drift"][0] > 0
     check_reposition(r["reposition"], world_size=2)
+
+
+def test_an_optimizer_whose_masters_are_unknown_is_refused():
+    pytest.importorskip("deepspeed")
+    import torch
+
+    from sfpo.integrations.deepspeed import ZeroPartitions
+
+    class Wrapper:  # accelerate's wrapper around something that is not one of ZeRO's optimizers
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+
+    with pytest.raises(NotImplementedError, match="does not know where DeepSpeed's SGD keeps its master weights"):
+        ZeroPartitions(Wrapper())
