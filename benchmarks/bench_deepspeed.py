@@ -37,7 +37,10 @@ METHODS = ("grpo", "grpo_passes", "sfpo")
 
 
 def ds_config(stage: int, bf16: bool, offload: bool) -> dict:
-    zero: dict = {"stage": stage}
+    # "auto" sizes as in HF's example configs (from the hidden size); DeepSpeed's own defaults (5e8 elements) cost a
+    # multi-GB buffer per step on a tiny model, the same for every method
+    zero: dict = {"stage": stage, "reduce_bucket_size": "auto", "allgather_bucket_size": int(5e7),
+                  **({"stage3_prefetch_bucket_size": "auto"} if stage == 3 else {})}
     if offload:
         zero["offload_optimizer"] = {"device": "cpu"}
     return {"zero_optimization": zero, "bf16": {"enabled": bf16}, "train_micro_batch_size_per_gpu": "auto",
