@@ -73,8 +73,9 @@ def _policy(setup: Setup):
     return tok, AutoModelForCausalLM.from_config(testbed_config(tok, setup.size))
 
 
-def _trl_run(setup: Setup, sfpo: bool, passes: int) -> dict:
-    """Train with TRL (GRPOTrainer, or SFPOTrainer when ``sfpo``) and time every training step."""
+def _trl_run(setup: Setup, sfpo: bool, passes: int, **overrides) -> dict:
+    """Train with TRL (GRPOTrainer, or SFPOTrainer when ``sfpo``) and time every training step; ``overrides`` go
+    to the trainer's config (e.g. a DeepSpeed config, benchmarks/bench_deepspeed.py)."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -94,6 +95,7 @@ def _trl_run(setup: Setup, sfpo: bool, passes: int) -> dict:
                   learning_rate=1e-4, lr_scheduler_type="constant", bf16=False, gradient_checkpointing=False,
                   use_cpu=True, report_to="none", logging_steps=10**6, save_strategy="no", disable_tqdm=True,
                   seed=setup.seed)
+    common.update(overrides)
     if sfpo:
         args = SFPOConfig(**common, inner_steps=setup.inner_steps, alpha=setup.alpha, switch="never")
         cls = SFPOTrainer

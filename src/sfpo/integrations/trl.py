@@ -2,8 +2,8 @@
 
 One generation batch is one SFPO training step: ``sfpo.core.SlowFastUpdate`` snapshots θ0 before TRL generates
 (and computes old log-probs at θ0), TRL runs K+1 passes over the batch, the reposition follows the K-th. Rewards,
-loss, vLLM, PEFT, logging and accelerate's DDP/FSDP stay TRL's. It never changes the loss, and refuses DeepSpeed,
-whose fp32 masters live inside its optimizer, out of reach of a reposition of the module weights (docs/trl.md).
+loss, vLLM, PEFT, logging and accelerate's DDP/FSDP/DeepSpeed stay TRL's. It never changes the loss. Under DeepSpeed
+ZeRO the reposition acts on ZeRO's fp32 master partitions (``sfpo.integrations.deepspeed``); see docs/trl.md.
 """
 
 from __future__ import annotations
@@ -227,11 +227,11 @@ class SFPOTrainer(GRPOTrainer):
             raise TypeError(f"SFPOTrainer needs an SFPOConfig, got {type(args).__name__}: replace GRPOConfig(...) by "
                             "SFPOConfig(...) with the same arguments")
         super().__init__(model, reward_funcs, args, *rest, **kwargs)
+        self._zero = None  # sfpo.integrations.deepspeed.ZeroPartitions under DeepSpeed, built with self.sfpo
         if self.is_deepspeed_enabled:
-            raise NotImplementedError(
-                "SFPOTrainer does not support DeepSpeed: ZeRO keeps the fp32 master weights inside its optimizer "
-                "and overwrites the module weights from them, so a reposition of the module weights is lost. "
-                "Use accelerate's DDP or FSDP; docs/trl.md says what a DeepSpeed port needs.")
+            from sfpo.integrations.deepspeed import check_config
+
+            check_config(self.accelerator.state.deepspeed_plugin.deepspeed_config, args.optimizer_state)
         self.switch = make_switch(args.switch if args.sfpo_runs else "never", window=args.switch_window,
                                   threshold=args.switch_threshold, two_sided=args.switch_two_sided,
                                   stop_step=args.switch_stop_step)
@@ -249,14 +249,21 @@ class SFPOTrainer(GRPOTrainer):
     # -------------------------------------------------------------------------------- the training step
     def _slow_fast(self) -> SlowFastUpdate:
         if self.sfpo is None:
-            # The reposition must act on what the optimizer updates: under FSDP, this rank's shards.
+            # The reposition must act on what the optimizer updates: under FSDP, this rank's shards; under ZeRO,
+            # this rank's fp32 master partitions.
             params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            if self.is_deepspeed_enabled:
+                from sfpo.integrations.deepspeed import ZeroPartitions
+
+                self._zero = ZeroPartitions(self.optimizer)
+                params = self._zero.masters
             if self.args.optimizer_state != "carry" and any(isinstance(p, DTensor) for p in params):
                 raise NotImplementedError(
                     f"optimizer_state={self.args.optimizer_state!r} with FSDP2: the optimizer keys its state by the "
                     "DTensor parameters while the reposition acts on their local shards; use 'carry'")
             self.sfpo = SlowFastUpdate(local_shards(params), inner_steps=self.args.inner_steps, alpha=self.args.alpha,
-                                       optimizer=getattr(self.optimizer, "optimizer", self.optimizer),
+                                       optimizer=self._zero.optimizer if self._zero is not None else
+                                       getattr(self.optimizer, "optimizer", self.optimizer),
                                        optimizer_state=self.args.optimizer_state)
         return self.sfpo
 
@@ -290,7 +297,10 @@ class SFPOTrainer(GRPOTrainer):
         optimizer_steps = self.args.steps_per_generation // self.args.gradient_accumulation_steps
         loss = self._reduce(state.pass_loss / optimizer_steps, "mean")
         state.pass_loss = 0.0
+        repositions = self.sfpo.phase == "fast" and self.sfpo.fast_done + 1 == self.sfpo.inner_steps
         self.sfpo.record_pass(loss)  # after the K-th fast pass this repositions θ in place
+        if repositions and self._zero is not None:
+            self._zero.refresh()  # ZeRO's module weights from the repositioned masters: the next pass sees θ̃
         if self.sfpo.phase == "done":
             self._end_step()
 
@@ -304,7 +314,7 @@ class SFPOTrainer(GRPOTrainer):
             state.switch_tick = state.tick
             logger.info("SFPO switched off after training step %d: one pass per generation batch from now on",
                         state.index - 1)
-        if self.is_fsdp_enabled and "sfpo/drift_norm" in metrics:
+        if (self.is_fsdp_enabled or self._zero is not None) and "sfpo/drift_norm" in metrics:
             # the core measured this rank's shard; the drift is the norm over all shards
             drift = self._reduce(metrics["sfpo/drift_norm"] ** 2, "sum")
             metrics["sfpo/drift_norm"] = drift ** 0.5
