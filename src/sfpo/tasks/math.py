@@ -35,6 +35,7 @@ _DAPO_PREFIX = ("Solve the following math problem step by step. The last line of
                 "form Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n")
 _DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
 _LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+_MATH_VERIFY_REWARDS = ("math_accuracy", "sfpo_math")  # the rewards that take ``refuse_unevaluated``
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,8 @@ class MathTask:
     validation split, at most a tenth of train, chosen by a hash of (seed, question). ``test_dataset``: a preset
     name, or MathTask options such as ``{"dataset": "math-500", "data_files": "m.jsonl"}``, whose test split
     serves as this task's test split (DAPO-Math-17K has none); its examples keep their own reward.
+    ``refuse_unevaluated`` (on): the math-verify rewards score a box of unevaluated arithmetic (``-2 \\times 8``)
+    as wrong against a numeric gold (``-16``); False reproduces plain math-verify.
     """
 
     def __init__(self, dataset: str | None = None, *, path: str | None = None, config_name: str | None = None,
@@ -214,7 +217,8 @@ class MathTask:
                  splits: dict[str, str] | None = None, template: str = "qwen_math", chat_template: Any = None,
                  system_prompt: str | None = None, reward: str | None = None, timeout_s: float = 5.0,
                  validation_size: int | float = 500, seed: int = 0, dedupe: bool | None = None,
-                 test_dataset: str | dict[str, Any] | None = None, name: str | None = None) -> None:
+                 test_dataset: str | dict[str, Any] | None = None, name: str | None = None,
+                 refuse_unevaluated: bool = True) -> None:
         if dataset is not None and dataset not in PRESETS:
             raise ValueError(f"unknown math dataset {dataset!r}; presets: {sorted(PRESETS)} (or dataset=None with "
                              "path/data_files and columns)")
@@ -264,8 +268,9 @@ class MathTask:
         self._tokenizer = None
         self.timeout_s, self.validation_size, self.seed = timeout_s, validation_size, seed
         self.test_dataset = test_dataset
+        self.refuse_unevaluated = refuse_unevaluated
         self._sub_kwargs = dict(template=template, chat_template=chat_template, system_prompt=system_prompt,
-                                timeout_s=timeout_s, seed=seed)
+                                timeout_s=timeout_s, seed=seed, refuse_unevaluated=refuse_unevaluated)
         self._verifier: MathVerifier | None = None
         self._cache: dict[str, list[Example]] = {}
 
@@ -279,8 +284,9 @@ class MathTask:
         return list(out if n is None else out[:n])
 
     def reward(self, completion: str, example: Example) -> float:
-        fn = get_reward(example.meta.get("reward", self.spec.reward))
-        value = fn([completion], answer=[example.answer], verifier=self._get_verifier())[0]
+        name = example.meta.get("reward", self.spec.reward)
+        kwargs = {"refuse_unevaluated": self.refuse_unevaluated} if name in _MATH_VERIFY_REWARDS else {}
+        value = get_reward(name)([completion], answer=[example.answer], verifier=self._get_verifier(), **kwargs)[0]
         return 0.0 if value is None else float(value)
 
     # ------------------------------------------------------------------ loading
