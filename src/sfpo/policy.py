@@ -65,18 +65,20 @@ def add_lora(model, cfg: ModelConfig):
                                             target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM"))
 
 
-def load_for_eval(path: str | Path, device: str = "auto"):
-    """(model, tokenizer) from a model folder or a LoRA adapter folder (merged into its base for sampling)."""
+def load_for_eval(path: str | Path, device: str = "auto", dtype: str | None = None):
+    """(model, tokenizer) from a model folder or a LoRA adapter folder (merged into its base for sampling), read
+    directly in ``dtype`` (None: as transformers loads it): no float32 copy on the device first."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    kwargs = {} if dtype is None else {"dtype": getattr(torch, dtype)}
     if (path / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(path).merge_and_unload()
+        model = AutoPeftModelForCausalLM.from_pretrained(path, **kwargs).merge_and_unload()
     else:
-        model = AutoModelForCausalLM.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

@@ -158,10 +158,11 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(reward=f"{metrics['reward']:.3f}", val=f"{self.best['accuracy']:.3f}")
-            self.save_checkpoint()
+            final = self.save_checkpoint()
             summary = self._summary()
             if cfg.eval.test_num_prompts:
-                summary.update(self._test())
+                summary.update(self._test(final))
+                summary.update(self._peak_memory())  # the test samples too: read the peak after it
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         finally:
             if bar is not None:
@@ -329,8 +330,9 @@ class Trainer:
         metrics["val/best_accuracy"] = self.best["accuracy"]
         return metrics
 
-    def _test(self) -> dict[str, float]:
-        """Score the best-on-validation and the final policy on held-out test prompts."""
+    def _test(self, final: Path) -> dict[str, float]:
+        """Score the best-on-validation and the final policy on held-out test prompts. The final weights come back
+        from their checkpoint ``final`` rather than from a copy kept in memory (a full extra copy of the model)."""
         e, r = self.cfg.eval, self.cfg.rollout
         examples = self.task.examples("test", e.test_num_prompts)
         kw = dict(k=e.k, temperature=e.temperature, top_p=e.top_p, max_new_tokens=r.max_new_tokens,
@@ -339,20 +341,23 @@ class Trainer:
         out = {"test/final_accuracy": evaluate(self.engine, self.task, examples, **kw).avg_at_k}
         best_dir = self.out / "best"
         if best_dir.exists():
-            live = copy.deepcopy(self.model.state_dict())
             self._load_model_weights(best_dir)
             self.engine.sync_weights(self.model)
             out["test/best_accuracy"] = evaluate(self.engine, self.task, examples, **kw).avg_at_k
-            self.model.load_state_dict(live)
+            self._load_model_weights(final)
             self.engine.sync_weights(self.model)
         return out
 
-    def _summary(self) -> dict[str, Any]:
+    def _peak_memory(self) -> dict[str, float]:
         import resource  # peak memory of this process; runs meant for comparison run in their own process
 
         peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if self.device.type == "cuda":
             peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return peak
+
+    def _summary(self) -> dict[str, Any]:
+        peak = self._peak_memory()
         return {"steps": self.step, "rollouts": self.rollouts, "train_time": self.train_time,
                 "best_accuracy": self.best["accuracy"], "best_step": self.best["step"],
                 "best_rollouts": self.best["rollouts"], "best_train_time": self.best["train_time"],

@@ -179,8 +179,8 @@ def test_single_split_dataset_gets_a_seeded_disjoint_validation_holdout(tmp_path
     assert len(MathTask("dapo-math-17k", data_files=path).examples("validation")) == 10
     assert len(MathTask("dapo-math-17k", data_files=path, validation_size=0.05).examples("validation")) == 5
     assert task.examples("train", 3) == train[:3]
-    assert task.available_splits() == ["train", "validation"]
-    with pytest.raises(ValueError, match=r"has no 'test' split; it has \['train', 'validation'\].*test_dataset"):
+    assert task.available_splits() == ["train", "validation"]  # the single file serves as train now
+    with pytest.raises(ValueError, match=r"already serves as the 'train' split.*test_dataset"):
         task.examples("test")
 
 
@@ -269,3 +269,34 @@ def test_register_and_the_task_registry(tmp_path):
     assert task.name == "math-500" and task.examples("test")[0].answer == "1"
     with pytest.raises(ValueError, match="has no option 'bogus'"):
         get_task("aime24", bogus=1)
+
+
+def test_a_single_data_file_serves_the_split_asked_for(tmp_path):
+    """`sfpo eval --task gsm8k:data_files=test.jsonl` asks for "test": the one file is it (it used to be train)."""
+    path = write(tmp_path / "test.jsonl", [PRESET_ROWS["gsm8k"][0]] * 3)
+    task = MathTask("gsm8k", data_files=path, validation_size=0)
+    assert "test" in task.available_splits()
+    assert [ex.answer for ex in task.examples("test")] == ["2"] * 3
+    with pytest.raises(ValueError, match="already serves as the 'test' split"):  # never train on test rows
+        task.examples("train")
+    assert len(MathTask("gsm8k", data_files=path, validation_size=0).examples("train")) == 3  # as before
+    # a test_dataset still wins for the test split
+    other = write(tmp_path / "m.jsonl", [PRESET_ROWS["math-500"][0]])
+    with_test = MathTask("gsm8k", data_files=path, test_dataset={"dataset": "math-500", "data_files": other})
+    assert [ex.meta["source"] for ex in with_test.examples("test")] == ["math-500"]
+
+
+@pytest.mark.parametrize("source", ["/no/such/tokenizer", "./missing_tok", "~/nope/tok", "a/b/c"])
+def test_a_missing_chat_template_path_is_one_error_before_anything_loads(tmp_path, source):
+    path = write(tmp_path / "t.jsonl", [PRESET_ROWS["gsm8k"][0]])
+    with pytest.raises(ValueError, match=r"chat_template=.*no such file or folder"):
+        MathTask("gsm8k", data_files=path, chat_template=source)
+
+
+def test_an_unloadable_chat_template_name_is_one_clear_error(tmp_path):
+    path = write(tmp_path / "t.jsonl", [PRESET_ROWS["gsm8k"][0]])
+    folder = tmp_path / "not_a_tokenizer"
+    folder.mkdir()
+    task = MathTask("gsm8k", data_files=path, chat_template=str(folder))
+    with pytest.raises(ValueError, match=r"chat_template=.*no tokenizer could be loaded"):
+        task.examples("train")

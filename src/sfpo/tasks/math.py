@@ -243,9 +243,11 @@ class MathTask:
         if reward is not None:
             get_reward(reward)  # fail now, with the list of names, not at the first rollout
             spec = replace(spec, reward=reward)
-        if isinstance(data_files, (str, Path)):
+        self._single_file = str(data_files) if isinstance(data_files, (str, Path)) else None
+        if self._single_file is not None:
             only = next(iter(spec.splits)) if len(spec.splits) == 1 else "train"
-            data_files = {only: str(data_files)}
+            data_files = {only: self._single_file}
+            self._single_default = only
         if data_files is not None:
             bad = sorted(set(data_files) - set(SPLITS))
             if bad:
@@ -258,6 +260,7 @@ class MathTask:
             raise ValueError(f"unknown test_dataset {test_dataset.get('dataset')!r}; presets: {sorted(PRESETS)}")
         if system_prompt and chat_template is None:
             raise ValueError("system_prompt needs a chat template: pass chat_template=<tokenizer, name or path>")
+        _check_tokenizer_source(chat_template)
         if not (isinstance(validation_size, int) and validation_size >= 0 or 0 < validation_size < 1):
             raise ValueError(f"validation_size must be a row count >= 0 or a fraction in (0, 1), got {validation_size}")
         render_prompt("x", template)  # validates the template before any data is read
@@ -292,6 +295,8 @@ class MathTask:
     # ------------------------------------------------------------------ loading
     def available_splits(self) -> list[str]:
         sources = set(self.data_files or self.spec.splits)
+        if self._single_file is not None and not self._cache:
+            sources.add("test")  # until the file has served as train
         if "validation" not in sources and "train" in sources:
             sources.add("validation")  # held out of train
         if self.test_dataset:
@@ -300,6 +305,8 @@ class MathTask:
 
     def _load(self, split: str) -> None:
         sources = self.data_files or self.spec.splits
+        if self._single_file is not None and not self.test_dataset:
+            sources = self._single_file_role(split)
         if split == "test" and self.test_dataset and "test" not in sources:
             sub = MathTask(**{**self._sub_kwargs, **self.test_dataset})
             self._cache["test"] = sub.examples("test")
@@ -317,6 +324,23 @@ class MathTask:
             return
         hint = " (pass test_dataset=<preset>, e.g. 'math-500')" if split == "test" else ""
         raise ValueError(f"math task {self.name!r} has no {split!r} split; it has {self.available_splits()}{hint}")
+
+    def _single_file_role(self, split: str) -> dict[str, str]:
+        """One ``data_files`` file is the split asked for first: train (validation held out of it) in training,
+        test in ``sfpo eval --task gsm8k:data_files=test.jsonl``. Never both: test rows that were trained on
+        would be a silently wrong result."""
+        wants_test = split == "test"
+        if self._single_default == "test" or wants_test == ("test" in self.data_files):
+            return self.data_files  # an eval-only preset (math-500): the file is its test split, as always
+        if self._cache:
+            serving = "test" if "test" in self.data_files else "train"
+            raise ValueError(f"{self.name}: the single data_files file {self._single_file!r} already serves as the "
+                             f"{serving!r} split; give data_files={{train: <file>, test: <file>}} (or test_dataset=) "
+                             f"to have both")
+        if wants_test:
+            logger.info("%s: the single data_files file %r is the test split", self.name, self._single_file)
+            self.data_files = {"test": self._single_file}
+        return self.data_files
 
     def _holdout(self, examples: list[Example]) -> tuple[list[Example], list[Example]]:
         size = self.validation_size
@@ -397,7 +421,11 @@ class MathTask:
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(str(self._tokenizer_arg))
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(str(self._tokenizer_arg))
+            except (OSError, ValueError) as e:  # HFValidationError is a ValueError: an unusable name or path
+                raise ValueError(f"chat_template={str(self._tokenizer_arg)!r}: no tokenizer could be loaded from it "
+                                 f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
         return self._tokenizer
 
     def _get_verifier(self) -> MathVerifier:
@@ -406,6 +434,20 @@ class MathTask:
             # one worker process for all tasks unless this task wants its own time limit
             self._verifier = shared if shared.timeout_s == self.timeout_s else MathVerifier(self.timeout_s)
         return self._verifier
+
+
+def _check_tokenizer_source(source: Any) -> None:
+    """A ``chat_template`` written as a local path must exist: checked when the task is built, so a typo is one
+    error before any model loads, not a hub validation traceback after it. Hub names ("Qwen/Qwen2.5-Math-1.5B")
+    are checked when the tokenizer loads."""
+    if not isinstance(source, (str, Path)):
+        return
+    text = str(source)
+    local = Path(text).expanduser()
+    looks_local = text.startswith((".", "~", "/")) or text.count("/") > 1 or "\\" in text
+    if looks_local and not local.exists():
+        raise ValueError(f"chat_template={text!r}: no such file or folder (give a tokenizer folder, a hub name "
+                         "such as Qwen/Qwen2.5-Math-1.5B, or leave it out)")
 
 
 def register(register_task: Callable[[str, Callable[..., Task]], None]) -> None:
