@@ -94,7 +94,9 @@ def sequence_logprobs(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_m
     positions = (attn.cumsum(-1) - 1).clamp_min(0)
     t = completion_ids.shape[1]
     # logits at positions P-1 .. P+T-2 predict the T completion tokens; skip the prompt's other positions
-    logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1).logits[:, :-1]
+    # no KV cache: nothing decodes after a training forward, and with checkpointing transformers refuses one
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1,
+                   use_cache=False).logits[:, :-1]
     logp = token_logprobs(logits, completion_ids, temperature)
     entropy = entropy_from_logits(logits, temperature) if with_entropy else None
     return logp, entropy
