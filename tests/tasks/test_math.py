@@ -300,3 +300,56 @@ def test_an_unloadable_chat_template_name_is_one_clear_error(tmp_path):
     task = MathTask("gsm8k", data_files=path, chat_template=str(folder))
     with pytest.raises(ValueError, match=r"chat_template=.*no tokenizer could be loaded"):
         task.examples("train")
+
+
+def test_several_training_datasets_each_with_its_own_columns(tmp_path):
+    """DAPO-Math-17K + MATH as the paper trained, plus a custom table with its own column names: one task."""
+    dapo = write(tmp_path / "dapo.parquet", [PRESET_ROWS["dapo-math-17k"][0]])
+    math = write(tmp_path / "math.jsonl", [{"problem": f"MATH {i}?", "solution": f"so $\\boxed{{{i}}}$"}
+                                          for i in range(12)])
+    own = write(tmp_path / "own.json", [{"q": f"Own {i}?", "a": str(100 + i)} for i in range(8)])
+    task = MathTask(train_datasets=[{"dataset": "dapo-math-17k", "data_files": dapo},
+                                    {"dataset": "math", "data_files": math},
+                                    {"data_files": own, "columns": {"question": "q", "answer": "a"}, "name": "own",
+                                     "reward": "math_accuracy"}],
+                    reward="sfpo_math", validation_size=2, test_dataset={"dataset": "math-500", "data_files": write(
+                        tmp_path / "m5.jsonl", [PRESET_ROWS["math-500"][0]])})
+    train, val = task.examples("train"), task.examples("validation")
+    everything = train + val
+    assert len(everything) == 1 + 12 + 8 and len(val) == 2
+    by_source = {ex.meta["question"]: (ex.meta["source"], ex.answer, ex.meta["reward"]) for ex in everything}
+    assert by_source["What is 1+1?"] == ("dapo-math-17k", "2", "sfpo_math")  # the DAPO instruction stripped
+    assert by_source["MATH 7?"] == ("math", "7", "sfpo_math")  # answer from the solution's box
+    assert by_source["Own 3?"] == ("own", "103", "math_accuracy")  # its own columns and reward
+    assert all(ex.prompt.endswith(QWEN) for ex in everything)  # one template for all
+    assert task.available_splits() == ["train", "validation", "test"]
+    assert [ex.meta["source"] for ex in task.examples("test")] == ["math-500"]
+    again = MathTask(train_datasets=[{"dataset": "dapo-math-17k", "data_files": dapo},
+                                     {"dataset": "math", "data_files": math},
+                                     {"data_files": own, "columns": {"question": "q", "answer": "a"}, "name": "own"}],
+                     validation_size=2)
+    assert [ex.meta["question"] for ex in again.examples("validation")] == [ex.meta["question"] for ex in val]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(train_datasets=[]), "train_datasets is empty"),
+    (dict(train_datasets=["nope"]), "unknown preset 'nope'"),
+    (dict(dataset="math", train_datasets=["math"]), "replaces dataset/data_files/path"),
+])
+def test_train_datasets_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MathTask(**kwargs)
+
+
+def test_the_official_sfpo_instruction_is_a_named_template():
+    import yaml
+
+    from pathlib import Path
+
+    cfg = Path(__file__).resolve().parents[2] / "configs" / "paper" / "sfpo_qwen2.5-math-1.5b.yaml"
+    template = yaml.safe_load(cfg.read_text())["task"]["kwargs"]["template"]
+    assert template in (TEMPLATES["sfpo_official"], "sfpo_official")
+    text = render_prompt("What is 1+1?", "sfpo_official")
+    assert text.startswith("Please solve the following math problem: What is 1+1?. The assistant first thinks")
+    assert text.endswith("Return the final answer in \\boxed{} tags, for example \\boxed{1}. Let's solve this step "
+                         "by step. ")

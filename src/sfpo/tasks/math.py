@@ -28,6 +28,10 @@ TEMPLATES = {
     # the SFPO paper's (and Qwen2.5-Math's) instruction; \boxed{} is what the rewards read
     "qwen_math": "{question}\nPlease reason step by step, and put your final answer within \\boxed{}.",
     "plain": "{question}",
+    # the instruction of the official SFPO training scripts (github.com/Urheen/SFPO), which the paper's runs used
+    "sfpo_official": ("Please solve the following math problem: {question}. The assistant first thinks about the "
+                      "reasoning process step by step and then provides the user with the answer. Return the final "
+                      "answer in \\boxed{} tags, for example \\boxed{1}. Let's solve this step by step. "),
 }
 
 # DAPO-Math-17K ships its prompts wrapped in an "Answer: $Answer" instruction that conflicts with \boxed{}.
@@ -209,7 +213,11 @@ class MathTask:
     name, or MathTask options such as ``{"dataset": "math-500", "data_files": "m.jsonl"}``, whose test split
     serves as this task's test split (DAPO-Math-17K has none); its examples keep their own reward.
     ``refuse_unevaluated`` (on): the math-verify rewards score a box of unevaluated arithmetic (``-2 \\times 8``)
-    as wrong against a numeric gold (``-16``); False reproduces plain math-verify.
+    as wrong against a numeric gold (``-16``); False reproduces plain math-verify. ``train_datasets``: several
+    training sets in one task (the paper: ``[dapo-math-17k, math]``), each a preset name or MathTask options with
+    its own columns/files/reward (``{"dataset": "math", "data_files": "m.jsonl"}``, ``{"data_files": "x.jsonl",
+    "columns": {"question": "q", "answer": "a"}}``); their train splits are concatenated in order, validation is
+    held out of the whole, and the task's ``reward`` is the default of each.
     """
 
     def __init__(self, dataset: str | None = None, *, path: str | None = None, config_name: str | None = None,
@@ -218,7 +226,7 @@ class MathTask:
                  system_prompt: str | None = None, reward: str | None = None, timeout_s: float = 5.0,
                  validation_size: int | float = 500, seed: int = 0, dedupe: bool | None = None,
                  test_dataset: str | dict[str, Any] | None = None, name: str | None = None,
-                 refuse_unevaluated: bool = True) -> None:
+                 refuse_unevaluated: bool = True, train_datasets: list[str | dict[str, Any]] | None = None) -> None:
         if dataset is not None and dataset not in PRESETS:
             raise ValueError(f"unknown math dataset {dataset!r}; presets: {sorted(PRESETS)} (or dataset=None with "
                              "path/data_files and columns)")
@@ -252,7 +260,16 @@ class MathTask:
             bad = sorted(set(data_files) - set(SPLITS))
             if bad:
                 raise ValueError(f"data_files has unknown split {bad[0]!r}; splits: {SPLITS}")
-        if data_files is None and spec.path is None:
+        if train_datasets is not None:
+            if dataset is not None or data_files is not None or path is not None:
+                raise ValueError("train_datasets replaces dataset/data_files/path: list every training set in it")
+            if not train_datasets:
+                raise ValueError("train_datasets is empty: give one preset name or options dict per training set")
+            train_datasets = [{"dataset": d} if isinstance(d, str) else dict(d) for d in train_datasets]
+            for d in train_datasets:
+                if d.get("dataset") is not None and d["dataset"] not in PRESETS:
+                    raise ValueError(f"train_datasets: unknown preset {d['dataset']!r}; presets: {sorted(PRESETS)}")
+        elif data_files is None and spec.path is None:
             raise ValueError("a custom math dataset needs path=<hub name> or data_files=<local file(s)>")
         if isinstance(test_dataset, str):
             test_dataset = {"dataset": test_dataset}
@@ -272,6 +289,7 @@ class MathTask:
         self.timeout_s, self.validation_size, self.seed = timeout_s, validation_size, seed
         self.test_dataset = test_dataset
         self.refuse_unevaluated = refuse_unevaluated
+        self.train_datasets = train_datasets
         self._sub_kwargs = dict(template=template, chat_template=chat_template, system_prompt=system_prompt,
                                 timeout_s=timeout_s, seed=seed, refuse_unevaluated=refuse_unevaluated)
         self._verifier: MathVerifier | None = None
@@ -294,7 +312,7 @@ class MathTask:
 
     # ------------------------------------------------------------------ loading
     def available_splits(self) -> list[str]:
-        sources = set(self.data_files or self.spec.splits)
+        sources = {"train"} if self.train_datasets is not None else set(self.data_files or self.spec.splits)
         if self._single_file is not None and not self._cache:
             sources.add("test")  # until the file has served as train
         if "validation" not in sources and "train" in sources:
@@ -304,7 +322,10 @@ class MathTask:
         return [s for s in SPLITS if s in sources]
 
     def _load(self, split: str) -> None:
-        sources = self.data_files or self.spec.splits
+        if self.train_datasets is not None and split in ("train", "validation"):
+            self._load_train_mix()
+            return
+        sources = {"train": "mix"} if self.train_datasets is not None else self.data_files or self.spec.splits
         if self._single_file is not None and not self.test_dataset:
             sources = self._single_file_role(split)
         if split == "test" and self.test_dataset and "test" not in sources:
@@ -324,6 +345,18 @@ class MathTask:
             return
         hint = " (pass test_dataset=<preset>, e.g. 'math-500')" if split == "test" else ""
         raise ValueError(f"math task {self.name!r} has no {split!r} split; it has {self.available_splits()}{hint}")
+
+    def _load_train_mix(self) -> None:
+        """The train splits of every ``train_datasets`` entry, in order, each read with its own columns and
+        reward; validation is held out of the concatenation (seeded by question, as for one dataset)."""
+        default = {} if self.spec.reward == DatasetSpec().reward else {"reward": self.spec.reward}
+        examples = []
+        for entry in self.train_datasets:
+            sub = MathTask(**{**self._sub_kwargs, **default, **entry, "validation_size": 0})
+            part = sub.examples("train")
+            logger.info("%s: %d training problems from %s", self.name, len(part), sub.name)
+            examples += part
+        self._cache["train"], self._cache["validation"] = self._holdout(examples)
 
     def _single_file_role(self, split: str) -> dict[str, str]:
         """One ``data_files`` file is the split asked for first: train (validation held out of it) in training,
