@@ -46,7 +46,7 @@ class ModelConfig:
     """LoRA scaling numerator."""
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Module names that get LoRA adapters."""
-    mixed_precision: Literal["no", "bf16"] = "no"
+    mixed_precision: Literal["none", "bf16"] = "none"
     """"bf16": forward and backward of the training passes, the old log-probs and the HF engine's sampling run
     under bfloat16 autocast, while the weights (``dtype: float32``), their gradients, the AdamW state and the SFPO
     anchor stay float32 (a 1e-6 step is below bf16's resolution). Old and training log-probs share the precision,
