@@ -70,10 +70,13 @@ class Batch:
 
 def token_budget_rows(prompt_lens: torch.Tensor, completion_lens: torch.Tensor, budget: int) -> list[torch.Tensor]:
     """Rows of a mini-batch packed into micro-batches of at most ``budget`` padded tokens (verl's dynamic batch
-    size, for a padded rather than packed forward): rows sorted by prompt+response length, then consecutive rows
-    grouped while rows × (longest prompt + longest response in the group) ≤ budget; a row over budget goes alone.
-    Returns index tensors (into the mini-batch) that cover every row exactly once."""
-    order = torch.sort(prompt_lens + completion_lens, stable=True).indices.tolist()
+    size, for a padded rather than packed forward): rows sorted by response length, then prompt length (responses
+    vary most; a total-length sort mixes long prompts with long responses and left 31% more padding on a paper-like
+    shape, benchmarks/bench_padding.py), then consecutive rows grouped while rows × (longest prompt + longest
+    response in the group) ≤ budget; a row over budget goes alone. Returns index tensors (into the mini-batch)
+    that cover every row exactly once."""
+    key = completion_lens * (int(prompt_lens.max()) + 1) + prompt_lens
+    order = torch.sort(key, stable=True).indices.tolist()
     groups: list[list[int]] = []
     max_p = max_t = 0
     for i in order:
