@@ -9,6 +9,9 @@ from tiny import ToyTask, make_model, make_tokenizer
 from sfpo.config import ConfigError, load_config
 from sfpo.trainer import Trainer, token_budget_rows
 
+# first_pass() replaces optimizer.step to read the gradients, which torch notices at the scheduler step
+pytestmark = pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+
 BASE = ["rollout.num_prompts=4", "rollout.group_size=4", "rollout.max_new_tokens=6", "eval.every=0",
         "log.progress=false", "log.plot=false", "log.tensorboard=false", "optim.lr=1e-2", "optim.grad_clip=0",
         "algorithm.switch=never", "algorithm.name=grpo", "threads=1"]
