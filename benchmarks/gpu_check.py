@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
     p.add_argument("--prompts", type=int, default=None, help="prompts per step (default 64; --tiny 4)")
     p.add_argument("--new-tokens", type=int, default=None, help="response length (default 512; --tiny 8)")
+    p.add_argument("--group", type=int, default=None, help="responses per prompt (default 8; --tiny 2)")
+    p.add_argument("--prompt-tokens", type=int, default=None, help="longest prompt (default 128; --tiny 12)")
     p.add_argument("--steps", type=int, default=None, help="steps per run, the first is warm-up (default 2)")
     p.add_argument("--budget-s", type=float, default=450.0, help="skip runs that would end after this (default "
                                                                  "450 s, inside the 8 minutes)")
@@ -183,7 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but torch.cuda.is_available() is False (use --device cpu --tiny to rehearse)")
     shape = dict(TINY_SHAPE if args.tiny else FULL_SHAPE)
-    for key, value in (("prompts", args.prompts), ("new_tokens", args.new_tokens), ("steps", args.steps)):
+    for key, value in (("prompts", args.prompts), ("new_tokens", args.new_tokens), ("steps", args.steps),
+                       ("group", args.group), ("prompt_tokens", args.prompt_tokens)):
         if value is not None:
             shape[key] = value
     if shape["steps"] < 1:

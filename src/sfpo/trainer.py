@@ -294,7 +294,8 @@ class Trainer:
             was = model.training
             model.eval()
             if self.cfg.optim.micro_batch_tokens:  # the training passes' micro-batches: ratios exactly 1 at θ0
-                out = self._bucketed_logprobs(model, Batch(ids, pmask, cids, cmask, advantages, cmask, None))
+                rows = Batch(ids, pmask, cids, cmask, advantages, old_logprobs=cmask, ref_logprobs=None)  # no old yet
+                out = self._bucketed_logprobs(model, rows)
             else:
                 with self._autocast():
                     out = torch.cat([sequence_logprobs(model, ids[s], pmask[s], cids[s], cmask[s], r.temperature,
