@@ -42,7 +42,7 @@ def trainer(tmp_path, overrides, name="run", task=None):
 
 def first_pass(t: Trainer):
     """(batch, loss, metrics, gradients) of the first optimizer step of step 0, with the step itself held back."""
-    grads, losses = [], []
+    grads = []
     t.optimizer.step = lambda *a, **k: grads.append([p.grad.detach().clone() for p in t.params])
     metrics = t.train_step()
     assert metrics["frac_zero_std_groups"] < 1.0 and sum(float(g.norm()) for g in grads[0]) > 0  # not vacuous
