@@ -26,6 +26,8 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 from sfpo.integrations.trl import SFPOConfig, SFPOTrainer  # SFPO: was `from trl import GRPOConfig, GRPOTrainer`
 from sfpo.rewards import sfpo_math_reward
 
+# The paper's runs (and the official scripts) hold the LR constant; TRL's default decays it linearly to 0.
+PAPER_DEFAULTS = dict(lr_scheduler_type="constant")
 # What --tiny sets unless given on the command line: fp32 without checkpointing (bf16 has no fast path on most
 # CPUs), 16 prompts × 8 completions per generation batch, each pass 2 optimizer steps of 64 completions.
 TINY_DEFAULTS = dict(use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none", num_generations=8,
@@ -79,9 +81,14 @@ def main(script_args: ExampleArguments, training_args: SFPOConfig, model_args: M
     trainer.save_model(training_args.output_dir)
 
 
+def make_parser(argv: list[str]) -> TrlParser:
+    parser = TrlParser((ExampleArguments, SFPOConfig, ModelConfig))  # SFPO: was GRPOConfig
+    parser.set_defaults(**PAPER_DEFAULTS)
+    if "--tiny" in argv:
+        parser.set_defaults(**TINY_DEFAULTS)
+    return parser
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = TrlParser((ExampleArguments, SFPOConfig, ModelConfig))  # SFPO: was GRPOConfig
-    if "--tiny" in sys.argv:
-        parser.set_defaults(**TINY_DEFAULTS)
-    main(*parser.parse_args_and_config())
+    main(*make_parser(sys.argv).parse_args_and_config())

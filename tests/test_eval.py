@@ -392,3 +392,41 @@ def test_real_tiny_model_and_lora_adapter_match_an_independent_count(tmp_path, m
         assert rows[name]["benchmarks"]["first_digit"]["pass@3"] == pytest.approx(pass_k, abs=1e-12)
         assert 0 < sum(counts) < 5 * 3, "degenerate: every sample right or every sample wrong"
     assert records["best"]["per_prompt_correct"] != records["step_000001"]["per_prompt_correct"]  # adapter matters
+
+
+def test_eval_defaults_and_room_left_by_the_position_limit(caplog):
+    """--max-new-tokens defaults to a math-sized 2048 (it was 16), cut with a warning where the model's positions
+    run out after the longest prompt."""
+    import argparse
+    from types import SimpleNamespace
+
+    from sfpo.evaluate.cli import _room, add_eval_args
+    from tiny import make_tokenizer
+
+    p = argparse.ArgumentParser()
+    add_eval_args(p)
+    assert p.parse_args(["m", "--task", "x"]).max_new_tokens == 2048
+    tok = make_tokenizer()
+    engine = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(max_position_embeddings=128)),
+                             tokenizer=tok)
+    exs = [SimpleNamespace(prompt="12+34="), SimpleNamespace(prompt="1+2=")]
+    with caplog.at_level("WARNING", logger="sfpo.evaluate.cli"):
+        assert _room(engine, exs, 2048, "key") == 122
+    assert "cut to 122" in caplog.text
+    assert _room(engine, exs, 16, "key") == 16
+    assert _room(SimpleNamespace(), exs, 2048, "key") == 2048  # an engine without a model config: as asked
+
+
+def test_load_for_eval_reads_the_checkpoint_in_the_sampling_dtype(tmp_path):
+    import torch
+
+    from sfpo.policy import load_for_eval
+    from tiny import make_model, make_tokenizer
+
+    tok = make_tokenizer()
+    make_model(tok).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    model, _ = load_for_eval(tmp_path / "m", "cpu", "bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    model, _ = load_for_eval(tmp_path / "m", "cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

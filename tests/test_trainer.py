@@ -204,3 +204,31 @@ def test_fresh_start_moves_lines_of_a_run_without_checkpoint_aside(tmp_path):
     _, _, rec = run(tmp_path, ["algorithm.name=grpo"], steps=2, name="r")
     assert [r["step"] for r in rec] == [0, 1, 2]
     assert len(list((tmp_path / "r").glob("metrics.*.jsonl.bak"))) == 1
+
+
+def test_final_test_reloads_the_final_weights_without_a_copy_in_memory(tmp_path, monkeypatch):
+    """The final test scores best/ and then puts the final weights back from their checkpoint: no deep copy of the
+    state dict, the model ends bit for bit on the final weights, and the peak memory is read after the test."""
+    import copy
+
+    import sfpo.trainer as trainer_mod
+
+    calls = []
+    real = trainer_mod.Trainer._peak_memory
+    monkeypatch.setattr(trainer_mod.Trainer, "_peak_memory", lambda self: calls.append(1) or real(self))
+
+    def no_deepcopy(*a, **k):
+        raise AssertionError("the final test copied the weights")
+
+    trainer, summary, _ = run(tmp_path, ["algorithm.name=grpo", "eval.test_num_prompts=4"], steps=2)
+    final = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    ckpt = trainer.save_checkpoint()
+    monkeypatch.setattr(copy, "deepcopy", no_deepcopy)
+    monkeypatch.setattr(torch.nn.Module, "state_dict", no_deepcopy)
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(1.0)  # the weights best/ or anything else could leave behind
+    out = trainer._test(ckpt)
+    assert set(out) == {"test/final_accuracy", "test/best_accuracy"}
+    assert all(torch.equal(p.detach(), final[n]) for n, p in trainer.model.named_parameters())
+    assert "test/best_accuracy" in summary and len(calls) == 2  # once in the summary, once after the test

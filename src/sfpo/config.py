@@ -46,6 +46,15 @@ class ModelConfig:
     """LoRA scaling numerator."""
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Module names that get LoRA adapters."""
+    mixed_precision: Literal["none", "bf16"] = "none"
+    """"bf16": forward and backward of the training passes, the old log-probs and the HF engine's sampling run
+    under bfloat16 autocast, while the weights (``dtype: float32``), their gradients, the AdamW state and the SFPO
+    anchor stay float32 (a 1e-6 step is below bf16's resolution). Old and training log-probs share the precision,
+    so ratios are 1 at θ0. No fp16: it would need a loss scaler, and every GPU with fast fp16 but no bf16 is
+    better served by fp32 here."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass of the training passes (transformers'
+    activation checkpointing): activation memory of one layer instead of all, ≈1/3 more compute."""
 
 
 @dataclass
@@ -66,7 +75,9 @@ class RolloutConfig:
     engine: Literal["hf", "vllm"] = "hf"
     """Generation engine: "hf" (transformers forward with a KV cache, in-process) or "vllm" (optional extra)."""
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Options for the engine's constructor, e.g. for vllm {gpu_memory_utilization: 0.3, max_model_len: 4096}."""
+    """Options for the engine's constructor, e.g. for vllm {gpu_memory_utilization: 0.3, max_model_len: 4096};
+    for hf {max_batch_sequences: 256} or {max_batch_tokens: 2000000} to decode the step's responses in chunks
+    that bound the KV cache (samples do not depend on the chunking; see ``sfpo.rollout.hf.HFEngine``)."""
     num_prompts: int = 32
     """Prompts per training step (the rollout batch)."""
     group_size: int = 8
@@ -77,6 +88,13 @@ class RolloutConfig:
     """Nucleus sampling threshold (1.0 = off)."""
     max_new_tokens: int = 16
     """Response length limit in tokens."""
+    max_prompt_tokens: int = 0
+    """Longest prompt in tokens (0 = no limit; the paper: 1.5k for Qwen2.5-Math, 2k for the others). Longer prompts
+    are handled by ``long_prompts``, counted and logged."""
+    long_prompts: Literal["skip", "cut"] = "skip"
+    """What happens to a prompt over ``max_prompt_tokens``: "skip" drops it from the training and validation sets
+    once at start-up (verl's filter_overlong_prompts); "cut" keeps its last max_prompt_tokens tokens (the HF engine
+    only; the question and the instruction sit at the end)."""
     old_logprobs: Literal["recompute", "sampling"] = "recompute"
     """Clip reference at θ0: a forward pass of the policy ("recompute", as verl/TRL), or the engine's own sampling
     log-probs ("sampling": saves a forward, exact only when the engine is the training model in fp32)."""
@@ -123,8 +141,13 @@ class AlgorithmConfig:
     """β for the k3 KL to the initial policy (0 = no reference model is kept)."""
     entropy_coef: float = 0.0
     """Entropy bonus weight."""
+    clip_ratio_c: float | None = None
+    """Dual-clip PPO: cap a negative-advantage token's loss at −c·A (None = off; verl's default and the official
+    SFPO scripts: 3.0)."""
 
     def __post_init__(self) -> None:
+        if self.clip_ratio_c is not None and self.clip_ratio_c <= 1.0:
+            raise ConfigError(f"algorithm.clip_ratio_c must be > 1 (or null for no dual clip), got {self.clip_ratio_c}")
         if self.passes < 1:
             raise ConfigError(f"algorithm.passes must be >= 1, got {self.passes}")
         if self.name == "sfpo" and self.passes != 1:
@@ -153,6 +176,11 @@ class OptimConfig:
     """Optimizer steps per pass: the rollout batch is split into this many mini-batches."""
     micro_batch_size: int = 0
     """Responses per forward/backward inside a mini-batch (gradient accumulation); 0 = whole mini-batch."""
+    micro_batch_tokens: int = 0
+    """>0: token-budget micro-batches instead (verl's dynamic batch size): a mini-batch's rows sorted by length and
+    packed while rows × the longest row's prompt+response tokens stay within this budget (a longer row goes
+    alone). The loss and gradient equal one batch's (the mini-batch's normaliser); ``padding/frac`` logs the
+    padded share of the training tokens. Overrides ``micro_batch_size``."""
 
 
 @dataclass

@@ -130,19 +130,21 @@ def add_lora(model, cfg: ModelConfig):
                                             target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM"))
 
 
-def load_for_eval(path: str | Path, device: str = "auto"):
-    """(model, tokenizer) from a model folder or a LoRA adapter folder (merged into its base for sampling)."""
+def load_for_eval(path: str | Path, device: str = "auto", dtype: str | None = None):
+    """(model, tokenizer) from a model folder or a LoRA adapter folder (merged into its base for sampling), read
+    directly in ``dtype`` (None: as transformers loads it): no float32 copy on the device first."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_model_folder(path, "checkpoint")
     path = Path(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    kwargs = {} if dtype is None else {"dtype": getattr(torch, dtype)}
     if (path / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(path).merge_and_unload()
+        model = AutoPeftModelForCausalLM.from_pretrained(path, **kwargs).merge_and_unload()
     else:
-        model = AutoModelForCausalLM.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     check_finite(model, path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -159,7 +161,9 @@ def sequence_logprobs(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_m
     positions = (attn.cumsum(-1) - 1).clamp_min(0)
     t = completion_ids.shape[1]
     # logits at positions P-1 .. P+T-2 predict the T completion tokens; skip the prompt's other positions
-    logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1).logits[:, :-1]
+    # no KV cache: nothing decodes after a training forward, and with checkpointing transformers refuses one
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1,
+                   use_cache=False).logits[:, :-1]
     logp = token_logprobs(logits, completion_ids, temperature)
     entropy = entropy_from_logits(logits, temperature) if with_entropy else None
     return logp, entropy

@@ -8,6 +8,7 @@ Generation engines, tasks and losses live in their own modules; this file only w
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import functools
@@ -78,6 +79,28 @@ class Batch:
                      None if self.ref_logprobs is None else self.ref_logprobs[:, :t1])
 
 
+def token_budget_rows(prompt_lens: torch.Tensor, completion_lens: torch.Tensor, budget: int) -> list[torch.Tensor]:
+    """Rows of a mini-batch packed into micro-batches of at most ``budget`` padded tokens (verl's dynamic batch
+    size, for a padded rather than packed forward): rows sorted by response length, then prompt length (responses
+    vary most; a total-length sort mixes long prompts with long responses and left 31% more padding on a paper-like
+    shape, benchmarks/bench_padding.py), then consecutive rows grouped while rows × (longest prompt + longest
+    response in the group) ≤ budget; a row over budget goes alone. Returns index tensors (into the mini-batch)
+    that cover every row exactly once."""
+    key = completion_lens * (int(prompt_lens.max()) + 1) + prompt_lens
+    order = torch.sort(key, stable=True).indices.tolist()
+    groups: list[list[int]] = []
+    max_p = max_t = 0
+    for i in order:
+        p, t = int(prompt_lens[i]), int(completion_lens[i])
+        if groups and (len(groups[-1]) + 1) * (max(max_p, p) + max(max_t, t)) <= budget:
+            groups[-1].append(i)
+            max_p, max_t = max(max_p, p), max(max_t, t)
+        else:
+            groups.append([i])
+            max_p, max_t = p, t
+    return [torch.tensor(g, dtype=torch.long) for g in groups]
+
+
 def _chunks(n: int, parts: int | None = None, size: int | None = None) -> list[slice]:
     if size:
         return [slice(i, min(i + size, n)) for i in range(0, n, size)]
@@ -106,6 +129,7 @@ class Trainer:
             model, tokenizer = load_policy(cfg.model, cfg.task.name, cfg.task.kwargs)
         model = add_lora(model, cfg.model)
         self.model, self.tokenizer = model, tokenizer
+        self._setup_precision()
         self.device = next(model.parameters()).device
         self.params = [p for p in model.parameters() if p.requires_grad]
         o = cfg.optim
@@ -127,11 +151,17 @@ class Trainer:
                                   stop_step=a.switch_stop_step)
         self.loss_cfg = LossConfig(clip_low=a.clip_low, clip_high=a.clip_high, ratio_level=a.ratio_level,
                                    aggregation=a.aggregation, max_length=cfg.rollout.max_new_tokens,
-                                   kl_coef=a.kl_coef, entropy_coef=a.entropy_coef)
+                                   kl_coef=a.kl_coef, entropy_coef=a.entropy_coef, clip_ratio_c=a.clip_ratio_c)
         self.ref_model = None
         if a.kl_coef > 0:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.engine = make_engine(cfg.rollout.engine, model, tokenizer, **cfg.rollout.engine_kwargs)
+        self.engine = make_engine(cfg.rollout.engine, model, tokenizer, **self._engine_kwargs())
+        # the examples were loaded by _preflight; the prompt-length policy needs the tokenizer
+        self.train_examples = self._limit_prompts(self.train_examples, "train")
+        self.val_examples = self._limit_prompts(self.val_examples, cfg.eval.split)
+        if not self.train_examples:
+            raise ConfigError(f"task {cfg.task.name!r}: every training prompt is longer than "
+                              f"rollout.max_prompt_tokens={cfg.rollout.max_prompt_tokens}")
         self.step = 0
         self.rollouts = 0
         self.train_time = 0.0
@@ -167,10 +197,11 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(reward=f"{metrics['reward']:.3f}", val=f"{self.best['accuracy']:.3f}")
-            self.save_checkpoint()
+            final = self.save_checkpoint()
             summary = self._summary()
             if cfg.eval.test_num_prompts:
-                summary.update(self._test())
+                summary.update(self._test(final))
+                summary.update(self._peak_memory())  # the test samples too: read the peak after it
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         finally:
             if bar is not None:
@@ -240,7 +271,8 @@ class Trainer:
             "frac_zero_std_groups": float((rewards.view(-1, r.group_size).std(-1) == 0).float().mean()),
             "rollouts": float(self.rollouts), "time/train_elapsed": self.train_time,
             "lr": self.optimizer.param_groups[0]["lr"], "nan_skips": float(self.nan_skips),
-            **{k: v for k, v in last.items()}, **timings,
+            **{k: v for k, v in last.items()}, **timings, **self._padding_metrics(batch),
+            **self._prompt_cut_metrics(examples),
         }
         if cfg.algorithm.name == "sfpo":
             metrics.update({k: v for k, v in upd.items()})
@@ -278,10 +310,15 @@ class Trainer:
         def logprobs_of(model) -> torch.Tensor:
             was = model.training
             model.eval()
-            parts = [sequence_logprobs(model, ids[s], pmask[s], cids[s], cmask[s], r.temperature, False)[0]
-                     for s in _chunks(len(cids), size=mb)]
+            if self.cfg.optim.micro_batch_tokens:  # the training passes' micro-batches: ratios exactly 1 at θ0
+                rows = Batch(ids, pmask, cids, cmask, advantages, old_logprobs=cmask, ref_logprobs=None)  # no old yet
+                out = self._bucketed_logprobs(model, rows)
+            else:
+                with self._autocast():
+                    out = torch.cat([sequence_logprobs(model, ids[s], pmask[s], cids[s], cmask[s], r.temperature,
+                                                       False)[0] for s in _chunks(len(cids), size=mb)])
             model.train(was)
-            return torch.cat(parts)
+            return out
 
         old = rollout.sampling_logprobs.to(self.device) if r.old_logprobs == "sampling" else logprobs_of(self.model)
         ref = logprobs_of(self.ref_model) if self.ref_model is not None else None
@@ -298,10 +335,11 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss_total = 0.0
             micro_metrics: dict[str, float] = {}
-            for ms in _chunks(len(mini), size=o.micro_batch_size or len(mini)):
-                m = mini.rows(ms).trimmed()
-                logp, ent = sequence_logprobs(self.model, m.prompt_ids, m.prompt_mask, m.completion_ids,
-                                              m.completion_mask, self.cfg.rollout.temperature)
+            for rows in self._micro_rows(mini):
+                m = mini.rows(rows).trimmed()
+                with self._autocast():
+                    logp, ent = sequence_logprobs(self.model, m.prompt_ids, m.prompt_mask, m.completion_ids,
+                                                  m.completion_mask, self.cfg.rollout.temperature)
                 loss, metrics = policy_loss(logp, m.old_logprobs, m.advantages, m.completion_mask, self.loss_cfg,
                                             ref_logprobs=m.ref_logprobs, entropy=ent, normalizer=norm)
                 loss.backward()
@@ -320,6 +358,98 @@ class Trainer:
         result = {k: v / max(n_mb, 1) for k, v in sums.items()}
         log.append(result)
         return result
+
+    # --------------------------------------------------------------------- precision, batching, prompt limits
+    def _setup_precision(self) -> None:
+        """bf16 autocast over fp32 weights (the optimizer, its state and the SFPO anchor see only those), and
+        activation checkpointing of the decoder layers in training mode."""
+        m = self.cfg.model
+        self._autocast_dtype = torch.bfloat16 if m.mixed_precision == "bf16" else None
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        if self._autocast_dtype is not None and any(p.dtype != torch.float32 for p in trained):
+            raise ConfigError("model.mixed_precision=bf16 keeps float32 master weights: set model.dtype=float32 "
+                              "(bf16 weights would round lr-1e-6 steps away)")
+        if m.gradient_checkpointing:
+            # non-reentrant: works when the inputs need no grad (frozen embeddings under LoRA) and with autocast.
+            # transformers 5.2x renamed the method (the old name warns); older 5.x has only the old one.
+            enable = getattr(self.model, "activation_checkpointing_enable", None)
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def _autocast(self):
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+
+    def _engine_kwargs(self) -> dict[str, Any]:
+        r = self.cfg.rollout
+        kwargs = dict(r.engine_kwargs)
+        if r.max_prompt_tokens and r.long_prompts == "cut":
+            if r.engine != "hf":
+                raise ConfigError("rollout.long_prompts=cut needs the hf engine; use long_prompts=skip with vllm")
+            kwargs["max_prompt_tokens"] = r.max_prompt_tokens
+        if r.engine == "hf" and self._autocast_dtype is not None:
+            kwargs.setdefault("autocast_dtype", "bfloat16")  # sample in the precision the old log-probs use
+        return kwargs
+
+    def _prompt_tokens(self, examples: list) -> list[int]:
+        return [len(self.tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]) for ex in examples]
+
+    def _limit_prompts(self, examples: list, split: str) -> list:
+        """Drop prompts over ``rollout.max_prompt_tokens`` once, when ``long_prompts`` is "skip"; logged."""
+        r = self.cfg.rollout
+        if not r.max_prompt_tokens or r.long_prompts != "skip":
+            return examples
+        kept = [ex for ex, n in zip(examples, self._prompt_tokens(examples)) if n <= r.max_prompt_tokens]
+        if len(kept) < len(examples):
+            logger.warning("%d of %d %s prompts are longer than rollout.max_prompt_tokens=%d tokens: skipped",
+                           len(examples) - len(kept), len(examples), split, r.max_prompt_tokens)
+        return kept
+
+    def _prompt_cut_metrics(self, examples: list) -> dict[str, float]:
+        r = self.cfg.rollout
+        if not r.max_prompt_tokens or r.long_prompts != "cut":
+            return {}
+        return {"prompts_cut": float(sum(n > r.max_prompt_tokens for n in self._prompt_tokens(examples)))}
+
+    def _micro_rows(self, mini: Batch) -> list:
+        """The micro-batches of a mini-batch, as row selections: fixed-size slices, or token-budget buckets."""
+        o = self.cfg.optim
+        if o.micro_batch_tokens:
+            return token_budget_rows(mini.prompt_mask.sum(-1).cpu(), mini.completion_mask.sum(-1).cpu(),
+                                     o.micro_batch_tokens)
+        return _chunks(len(mini), size=o.micro_batch_size or len(mini))
+
+    def _mini_slices(self, n: int) -> list[slice]:
+        return _chunks(n, parts=self.cfg.optim.mini_batches)
+
+    def _bucketed_logprobs(self, model, batch: Batch) -> torch.Tensor:
+        """Log-probs (N, T) computed on exactly the micro-batches the training passes will use."""
+        out = torch.zeros(batch.completion_ids.shape, dtype=torch.float32, device=self.device)
+        for ms in self._mini_slices(len(batch)):
+            mini = batch.rows(ms)
+            for rows in self._micro_rows(mini):
+                m = mini.rows(rows).trimmed()
+                with self._autocast():
+                    logp = sequence_logprobs(model, m.prompt_ids, m.prompt_mask, m.completion_ids, m.completion_mask,
+                                             self.cfg.rollout.temperature, False)[0]
+                idx = torch.arange(ms.start, ms.stop, device=self.device)[rows.to(self.device)
+                                                                           if torch.is_tensor(rows) else rows]
+                out[idx, :logp.shape[1]] = logp
+        return out
+
+    def _padding_metrics(self, batch: Batch) -> dict[str, float]:
+        """Share of the training forward's token slots that are padding, over this step's micro-batches."""
+        slots = real = 0
+        for ms in self._mini_slices(len(batch)):
+            mini = batch.rows(ms)
+            for rows in self._micro_rows(mini):
+                m = mini.rows(rows).trimmed()
+                slots += m.prompt_mask.numel() + m.completion_mask.numel()
+                real += int(m.prompt_mask.sum()) + int(m.completion_mask.sum())
+        return {"padding/frac": 1.0 - real / max(slots, 1), "padding/tokens": float(slots - real)}
 
     def _budget_spent(self) -> bool:
         return bool(self.cfg.max_rollouts) and self.rollouts >= self.cfg.max_rollouts
@@ -409,8 +539,9 @@ class Trainer:
         metrics["val/best_accuracy"] = self.best["accuracy"]
         return metrics
 
-    def _test(self) -> dict[str, float]:
-        """Score the best-on-validation and the final policy on held-out test prompts."""
+    def _test(self, final: Path) -> dict[str, float]:
+        """Score the best-on-validation and the final policy on held-out test prompts. The final weights come back
+        from their checkpoint ``final`` rather than from a copy kept in memory (a full extra copy of the model)."""
         e, r = self.cfg.eval, self.cfg.rollout
         examples = self.task.examples("test", e.test_num_prompts)
         kw = dict(k=e.k, temperature=e.temperature, top_p=e.top_p, max_new_tokens=r.max_new_tokens,
@@ -419,20 +550,23 @@ class Trainer:
         out = {"test/final_accuracy": evaluate(self.engine, self.task, examples, **kw).avg_at_k}
         best_dir = self.out / "best"
         if best_dir.exists():
-            live = copy.deepcopy(self.model.state_dict())
             self._load_model_weights(best_dir)
             self.engine.sync_weights(self.model)
             out["test/best_accuracy"] = evaluate(self.engine, self.task, examples, **kw).avg_at_k
-            self.model.load_state_dict(live)
+            self._load_model_weights(final)
             self.engine.sync_weights(self.model)
         return out
 
-    def _summary(self) -> dict[str, Any]:
+    def _peak_memory(self) -> dict[str, float]:
         import resource  # peak memory of this process; runs meant for comparison run in their own process
 
         peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if self.device.type == "cuda":
             peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return peak
+
+    def _summary(self) -> dict[str, Any]:
+        peak = self._peak_memory()
         return {"steps": self.step, "rollouts": self.rollouts, "train_time": self.train_time,
                 "best_accuracy": self.best["accuracy"], "best_step": self.best["step"],
                 "best_rollouts": self.best["rollouts"], "best_train_time": self.best["train_time"],

@@ -236,3 +236,60 @@ def test_registry():
     assert get_reward("sfpo_math") is sfpo_math_reward
     with pytest.raises(ValueError, match=r"unknown reward 'acc'; known rewards: \['boxed_format'"):
         get_reward("acc")
+
+
+# A numeric gold against a box of arithmetic still to be done: math-verify evaluates it and calls it equal, which
+# paid a real TRL run for boxing the question's arithmetic. (gold, completion, plain math-verify, refused)
+UNEVALUATED_TABLE = [
+    ("-16", B(r"-2 \times 8"), 1.0, 0.0),                 # the two cases seen in training
+    ("15", B("75 + -60"), 1.0, 0.0),
+    ("16", B(r"2 \cdot 8"), 1.0, 0.0),
+    ("16", B("2*8"), 1.0, 0.0),
+    ("16", B("2^4"), 1.0, 0.0),
+    ("16", B(r"\sqrt{256}"), 1.0, 0.0),
+    ("16", B(r"\frac{32}{2}"), 1.0, 0.0),                 # an unreduced fraction is a division to do
+    ("16", B("20-4"), 1.0, 0.0),
+    ("0.5", B(r"\frac{2}{4}"), 1.0, 0.0),
+    ("16", B(r"x = 2 \times 8"), 1.0, 0.0),
+    ("16", B(r"2 \times 8 \text{ cm}"), 1.0, 0.0),
+    # still right: the number itself, however decorated, and fractions in lowest terms
+    ("-16", B("-16"), 1.0, 1.0),
+    ("-16", B("−16"), 1.0, 1.0),
+    ("16", B("x = 16"), 1.0, 1.0),
+    ("16", B("(16)"), 1.0, 1.0),
+    ("16", B(r"16\text{ cm}"), 1.0, 1.0),
+    ("16", B(r"\$16"), 1.0, 1.0),
+    ("1000", B("1,000"), 1.0, 1.0),
+    ("0.5", B(r"\frac{1}{2}"), 1.0, 1.0),
+    ("-0.75", B(r"-\frac{3}{4}"), 1.0, 1.0),
+    ("30", B(r"30^\circ"), 1.0, 1.0),
+    ("50", B(r"50\%"), 1.0, 1.0),
+    # a gold that is itself an expression is compared as math-verify does: only numeric golds refuse
+    (r"2\sqrt{2}", B(r"\sqrt{8}"), 1.0, 1.0),
+    (r"\frac{1}{2}", B(r"\frac{2}{4}"), 1.0, 1.0),
+    ("x^2+1", B("1+x^2"), 1.0, 1.0),
+    # wrong stays wrong either way
+    ("-16", B(r"-2 \times 9"), 0.0, 0.0),
+]
+
+
+@pytest.mark.parametrize("gold, completion, plain, refused", UNEVALUATED_TABLE)
+def test_unevaluated_expression_against_numeric_gold(gold, completion, plain, refused, verifier):
+    assert math_accuracy_reward([completion], answer=[gold], verifier=verifier, refuse_unevaluated=False) == [plain]
+    assert math_accuracy_reward([completion], answer=[gold], verifier=verifier) == [refused]
+    # the paper's reward: a refused box is a wrong box
+    assert sfpo_math_reward([completion], answer=[gold], verifier=verifier) == [1.0 if refused else 0.1]
+
+
+def test_math_task_refuses_by_default_and_can_reproduce_math_verify(tmp_path, verifier):
+    import json
+
+    from sfpo.tasks.math import MathTask
+
+    f = tmp_path / "t.jsonl"
+    f.write_text(json.dumps({"problem": "What is -2 times 8?", "answer": "-16"}) + "\n")
+    for refuse, want in ((True, 0.1), (False, 1.0)):
+        task = MathTask(data_files={"test": str(f)}, reward="sfpo_math", refuse_unevaluated=refuse)
+        task._verifier = verifier
+        (ex,) = task.examples("test")
+        assert task.reward(B(r"-2 \times 8"), ex) == want

@@ -170,3 +170,76 @@ def test_top_p_filter_matches_its_definition_row_by_row():
             if (cum - top_p).abs().min() < 1e-5:
                 continue
             assert set((filtered > float("-inf")).nonzero().flatten().tolist()) == set(order[:k].tolist())
+
+
+def _sorted_top_p_filter(logits, top_p):
+    """The full-vocabulary sort the engine used before: the reference the top-k search must reproduce."""
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+    drop_sorted = cum - torch.softmax(sorted_logits, dim=-1) >= top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+@pytest.mark.parametrize("scale", [0.3, 3.0])  # 0.3: flat rows whose nucleus needs several top-k rounds
+def test_top_p_filter_equals_the_full_sort(scale):
+    """Bit for bit up to top_p 0.99. At 0.999 the cumulative mass crosses top_p in a long tail of ~1e-5 tokens and
+    the two sum the softmax denominator in another order (sorted vs vocabulary order): a token whose mass before
+    it lies within float32 rounding (1e-6 here) of top_p may then flip; any other difference fails."""
+    g = torch.Generator().manual_seed(1)
+    logits = scale * torch.randn(32, 5000, generator=g)
+    for top_p in (0.1, 0.7, 0.95, 0.99):
+        assert torch.equal(top_p_filter(logits, top_p), _sorted_top_p_filter(logits, top_p)), top_p
+    new, old = top_p_filter(logits, 0.999) > float("-inf"), _sorted_top_p_filter(logits, 0.999) > float("-inf")
+    p = torch.softmax(logits.double(), -1)
+    for row in (new != old).any(-1).nonzero().flatten().tolist():
+        for tok_id in (new[row] != old[row]).nonzero().flatten().tolist():
+            mass_before = float(p[row][p[row] > p[row, tok_id]].sum())
+            assert abs(mass_before - 0.999) < 1e-6, (row, tok_id, mass_before)
+
+
+def test_top_p_samples_unchanged_for_a_fixed_seed(policy, monkeypatch):
+    """The engine draws the same tokens with the top-k nucleus as with the full sort it replaced."""
+    import sfpo.rollout.hf as hf
+
+    model, tok = policy
+    params = SamplingParams(n=8, temperature=0.7, top_p=0.8, max_new_tokens=12, seed=5)
+    new = HFEngine(model, tok).generate(PROMPTS, params)
+    monkeypatch.setattr(hf, "top_p_filter", _sorted_top_p_filter)
+    old = HFEngine(model, tok).generate(PROMPTS, params)
+    assert torch.equal(new.completion_ids, old.completion_ids)
+    assert torch.equal(new.sampling_logprobs, old.sampling_logprobs)
+
+
+def test_generation_config_eos_list_ends_a_response(tok, fives_then_eos):
+    """An instruct model ends its turn with a token that is not the tokenizer's eos: '5' here."""
+    from transformers import GenerationConfig
+
+    five = tok.convert_tokens_to_ids("5")
+    fives_then_eos.generation_config = GenerationConfig(eos_token_id=[tok.eos_token_id, five])
+    r = HFEngine(fives_then_eos, tok).generate(PROMPTS, SamplingParams(n=1, max_new_tokens=6, seed=0))
+    assert r.completion_ids[:, 0].tolist() == [five] * 3 and r.completion_mask.sum(-1).tolist() == [1, 1, 1]
+    assert r.truncated.tolist() == [False] * 3 and r.texts == ["", "", ""]
+
+
+@pytest.mark.parametrize("bound", [{"max_batch_sequences": 5}, {"max_batch_sequences": 1},
+                                   {"max_batch_tokens": 60}])
+def test_chunked_generation_equals_one_batch(policy, bound):
+    model, tok = policy
+    params = SamplingParams(n=4, temperature=1.0, top_p=0.9, max_new_tokens=10, seed=3)
+    one = HFEngine(model, tok, max_batch_sequences=10_000).generate(PROMPTS, params)
+    eng = HFEngine(model, tok, **bound)
+    assert eng._chunk_rows(12, one.prompt_ids.shape[1], params) < 12  # really more than one chunk
+    cut = eng.generate(PROMPTS, params)
+    assert torch.equal(one.completion_ids, cut.completion_ids) and one.texts == cut.texts
+    assert torch.equal(one.completion_mask, cut.completion_mask)
+    torch.testing.assert_close(one.sampling_logprobs, cut.sampling_logprobs, rtol=0, atol=1e-5)
+    other = HFEngine(model, tok, max_batch_sequences=5).generate(PROMPTS, SamplingParams(
+        n=4, top_p=0.9, max_new_tokens=10, seed=4))
+    assert not torch.equal(one.completion_ids, other.completion_ids)
+
+
+def test_max_prompt_tokens_keeps_the_end_of_the_prompt(policy):
+    model, tok = policy
+    ids, mask = HFEngine(model, tok, max_prompt_tokens=4).encode_prompts(PROMPTS)
+    assert ids.shape[1] == 4 and tok.decode(ids[2]) == "89+1="[-4:]

@@ -179,8 +179,8 @@ def test_single_split_dataset_gets_a_seeded_disjoint_validation_holdout(tmp_path
     assert len(MathTask("dapo-math-17k", data_files=path).examples("validation")) == 10
     assert len(MathTask("dapo-math-17k", data_files=path, validation_size=0.05).examples("validation")) == 5
     assert task.examples("train", 3) == train[:3]
-    assert task.available_splits() == ["train", "validation"]
-    with pytest.raises(ValueError, match=r"has no 'test' split; it has \['train', 'validation'\].*test_dataset"):
+    assert task.available_splits() == ["train", "validation"]  # the single file serves as train now
+    with pytest.raises(ValueError, match=r"already serves as the 'train' split.*test_dataset"):
         task.examples("test")
 
 
@@ -269,3 +269,87 @@ def test_register_and_the_task_registry(tmp_path):
     assert task.name == "math-500" and task.examples("test")[0].answer == "1"
     with pytest.raises(ValueError, match="has no option 'bogus'"):
         get_task("aime24", bogus=1)
+
+
+def test_a_single_data_file_serves_the_split_asked_for(tmp_path):
+    """`sfpo eval --task gsm8k:data_files=test.jsonl` asks for "test": the one file is it (it used to be train)."""
+    path = write(tmp_path / "test.jsonl", [PRESET_ROWS["gsm8k"][0]] * 3)
+    task = MathTask("gsm8k", data_files=path, validation_size=0)
+    assert "test" in task.available_splits()
+    assert [ex.answer for ex in task.examples("test")] == ["2"] * 3
+    with pytest.raises(ValueError, match="already serves as the 'test' split"):  # never train on test rows
+        task.examples("train")
+    assert len(MathTask("gsm8k", data_files=path, validation_size=0).examples("train")) == 3  # as before
+    # a test_dataset still wins for the test split
+    other = write(tmp_path / "m.jsonl", [PRESET_ROWS["math-500"][0]])
+    with_test = MathTask("gsm8k", data_files=path, test_dataset={"dataset": "math-500", "data_files": other})
+    assert [ex.meta["source"] for ex in with_test.examples("test")] == ["math-500"]
+
+
+@pytest.mark.parametrize("source", ["/no/such/tokenizer", "./missing_tok", "~/nope/tok", "a/b/c"])
+def test_a_missing_chat_template_path_is_one_error_before_anything_loads(tmp_path, source):
+    path = write(tmp_path / "t.jsonl", [PRESET_ROWS["gsm8k"][0]])
+    with pytest.raises(ValueError, match=r"chat_template=.*no such file or folder"):
+        MathTask("gsm8k", data_files=path, chat_template=source)
+
+
+def test_an_unloadable_chat_template_name_is_one_clear_error(tmp_path):
+    path = write(tmp_path / "t.jsonl", [PRESET_ROWS["gsm8k"][0]])
+    folder = tmp_path / "not_a_tokenizer"
+    folder.mkdir()
+    task = MathTask("gsm8k", data_files=path, chat_template=str(folder))
+    with pytest.raises(ValueError, match=r"chat_template=.*no tokenizer could be loaded"):
+        task.examples("train")
+
+
+def test_several_training_datasets_each_with_its_own_columns(tmp_path):
+    """DAPO-Math-17K + MATH as the paper trained, plus a custom table with its own column names: one task."""
+    dapo = write(tmp_path / "dapo.parquet", [PRESET_ROWS["dapo-math-17k"][0]])
+    math = write(tmp_path / "math.jsonl", [{"problem": f"MATH {i}?", "solution": f"so $\\boxed{{{i}}}$"}
+                                          for i in range(12)])
+    own = write(tmp_path / "own.json", [{"q": f"Own {i}?", "a": str(100 + i)} for i in range(8)])
+    task = MathTask(train_datasets=[{"dataset": "dapo-math-17k", "data_files": dapo},
+                                    {"dataset": "math", "data_files": math},
+                                    {"data_files": own, "columns": {"question": "q", "answer": "a"}, "name": "own",
+                                     "reward": "math_accuracy"}],
+                    reward="sfpo_math", validation_size=2, test_dataset={"dataset": "math-500", "data_files": write(
+                        tmp_path / "m5.jsonl", [PRESET_ROWS["math-500"][0]])})
+    train, val = task.examples("train"), task.examples("validation")
+    everything = train + val
+    assert len(everything) == 1 + 12 + 8 and len(val) == 2
+    by_source = {ex.meta["question"]: (ex.meta["source"], ex.answer, ex.meta["reward"]) for ex in everything}
+    assert by_source["What is 1+1?"] == ("dapo-math-17k", "2", "sfpo_math")  # the DAPO instruction stripped
+    assert by_source["MATH 7?"] == ("math", "7", "sfpo_math")  # answer from the solution's box
+    assert by_source["Own 3?"] == ("own", "103", "math_accuracy")  # its own columns and reward
+    assert all(ex.prompt.endswith(QWEN) for ex in everything)  # one template for all
+    assert task.available_splits() == ["train", "validation", "test"]
+    assert [ex.meta["source"] for ex in task.examples("test")] == ["math-500"]
+    again = MathTask(train_datasets=[{"dataset": "dapo-math-17k", "data_files": dapo},
+                                     {"dataset": "math", "data_files": math},
+                                     {"data_files": own, "columns": {"question": "q", "answer": "a"}, "name": "own"}],
+                     validation_size=2)
+    assert [ex.meta["question"] for ex in again.examples("validation")] == [ex.meta["question"] for ex in val]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(train_datasets=[]), "train_datasets is empty"),
+    (dict(train_datasets=["nope"]), "unknown preset 'nope'"),
+    (dict(dataset="math", train_datasets=["math"]), "replaces dataset/data_files/path"),
+])
+def test_train_datasets_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MathTask(**kwargs)
+
+
+def test_the_official_sfpo_instruction_is_a_named_template():
+    import yaml
+
+    from pathlib import Path
+
+    cfg = Path(__file__).resolve().parents[2] / "configs" / "paper" / "sfpo_qwen2.5-math-1.5b.yaml"
+    template = yaml.safe_load(cfg.read_text())["task"]["kwargs"]["template"]
+    assert template in (TEMPLATES["sfpo_official"], "sfpo_official")
+    text = render_prompt("What is 1+1?", "sfpo_official")
+    assert text.startswith("Please solve the following math problem: What is 1+1?. The assistant first thinks")
+    assert text.endswith("Return the final answer in \\boxed{} tags, for example \\boxed{1}. Let's solve this step "
+                         "by step. ")

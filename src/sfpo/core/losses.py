@@ -1,4 +1,4 @@
-"""Clipped policy-gradient losses (PPO/GRPO, DAPO clip-higher, Dr.GRPO, GSPO) as pure functions.
+"""Clipped policy-gradient losses (PPO/GRPO, dual-clip, DAPO clip-higher, Dr.GRPO, GSPO) as pure functions.
 
 ``policy_loss`` returns ``(loss, metrics)``; it never calls ``backward`` and holds no state. Aggregation over
 tokens is explicit, and a ``normalizer`` makes micro-batched gradient accumulation equal to the full batch.
@@ -42,6 +42,10 @@ class LossConfig:
     """β: weight of the k3 KL estimate to the reference policy; 0 disables it (the SFPO paper's setting)."""
     entropy_coef: float = 0.0
     """Weight of the entropy bonus (subtracted from the loss); the SFPO paper uses 0.001."""
+    clip_ratio_c: float | None = None
+    """Dual-clip PPO (Ye et al. 2020): for a negative advantage the per-token loss is at most −c·A, so a token
+    whose ratio ran far above 1 cannot push unboundedly. None = off; verl's default (and the official SFPO
+    scripts') is 3.0. Must exceed 1."""
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -52,6 +56,9 @@ class LossConfig:
             raise ValueError("aggregation='constant_length' (Dr.GRPO) needs max_length, the constant divisor")
         if self.clip_low < 0 or (self.clip_high is not None and self.clip_high < 0):
             raise ValueError("clip ranges must be >= 0")
+        if self.clip_ratio_c is not None and self.clip_ratio_c <= 1.0:
+            raise ValueError(f"clip_ratio_c must be > 1 (the dual clip bounds −A·ratio at −A·c), got "
+                             f"{self.clip_ratio_c}")
 
 
 def loss_normalizer(aggregation: str, mask: torch.Tensor) -> float:
@@ -105,7 +112,8 @@ def policy_loss(
     entropy: torch.Tensor | None = None,  # (B, T) token entropies of π_θ, needed when entropy_coef > 0
     normalizer: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The clipped surrogate  -min(r A, clip(r, 1-ε_low, 1+ε_high) A)  (+ β·KL_k3 − c·H), aggregated."""
+    """The clipped surrogate  -min(r A, clip(r, 1-ε_low, 1+ε_high) A)  (+ β·KL_k3 − c·H), aggregated; with
+    ``clip_ratio_c`` the surrogate of a negative-advantage token is further capped at −c·A (dual clip)."""
     _check_shapes(logprobs, old_logprobs=old_logprobs, mask=mask, ref_logprobs=ref_logprobs, entropy=entropy)
     if advantages.shape != logprobs.shape[:1]:
         # (B, 1) would broadcast against (B, T) into (B, B, T) and give a wrong loss without any error.
@@ -122,6 +130,10 @@ def policy_loss(
     clip_high = cfg.clip_low if cfg.clip_high is None else cfg.clip_high
     clipped = torch.clamp(ratio, 1.0 - cfg.clip_low, 1.0 + clip_high)
     per_token = -torch.min(ratio * adv, clipped * adv)  # (B, T)
+    if cfg.clip_ratio_c is not None:
+        dual = torch.minimum(per_token, -cfg.clip_ratio_c * adv)  # ≤ −c·A, binding only for A < 0
+        dual_hit = (per_token > -cfg.clip_ratio_c * adv) & (adv < 0)
+        per_token = torch.where(adv < 0, dual, per_token)
     metrics: dict[str, float] = {}
     with torch.no_grad():
         low = (ratio < 1.0 - cfg.clip_low) & (adv < 0)
@@ -130,6 +142,8 @@ def policy_loss(
         metrics["clip_ratio/high"] = _masked_mean(high.to(mask.dtype), mask)
         metrics["clip_ratio/region_mean"] = metrics["clip_ratio/low"] + metrics["clip_ratio/high"]
         metrics["ratio/mean"] = _masked_mean(ratio, mask)
+        if cfg.clip_ratio_c is not None:
+            metrics["clip_ratio/dual"] = _masked_mean(dual_hit.to(mask.dtype), mask)
     if cfg.kl_coef:
         if ref_logprobs is None:
             raise ValueError("kl_coef > 0 needs ref_logprobs")

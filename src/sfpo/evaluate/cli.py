@@ -27,6 +27,8 @@ __all__ = ["EVAL_DESCRIPTION", "EVAL_EPILOG", "add_eval_args", "evaluate_checkpo
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_MAX_NEW_TOKENS = 2048
+
 EVAL_DESCRIPTION = """\
 Score checkpoints with avg@k (mean accuracy of k samples per prompt; pass@1 estimated with k samples) and unbiased
 pass@j from the same k samples, per benchmark and as the macro average over benchmarks. A completion is correct
@@ -86,8 +88,9 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
                    help="report unbiased pass@J from the k samples for these J <= k (default: k)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=16, help="response limit in tokens (default: 16, the "
-                                                                   "testbed's; math needs thousands)")
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                   help=f"response limit in tokens (default: {DEFAULT_MAX_NEW_TOKENS}, cut to what the model's "
+                        "position limit leaves after the longest prompt; the paper: 2560, 6144 for R1-distill)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed; prompt i's samples are seeded by "
                                                        "seed + the start of its batch")
     p.add_argument("--batch-prompts", type=int, default=64, help="prompts per generate call (part of the seeding)")
@@ -107,15 +110,31 @@ def _score(engine, job: Job, examples: list, s: EvalSettings, bar) -> tuple[list
 
     correct: list[int] = []
     reward_sum = 0.0
+    max_new = _room(engine, examples, s.max_new_tokens, job.label)
     for start in range(0, len(examples), s.batch_prompts):
         chunk = examples[start:start + s.batch_prompts]
         res = evaluate(engine, job.task, chunk, k=s.k, temperature=s.temperature, top_p=s.top_p,
-                       max_new_tokens=s.max_new_tokens, seed=s.seed + start, batch_prompts=len(chunk))
+                       max_new_tokens=max_new, seed=s.seed + start, batch_prompts=len(chunk))
         correct += res.per_prompt_correct
         reward_sum += res.mean_reward * len(chunk) * s.k
         if bar is not None:
             bar.update(len(chunk))
     return correct, reward_sum / max(len(correct) * s.k, 1)
+
+
+def _room(engine, examples: list, wanted: int, label: str) -> int:
+    """``wanted`` new tokens, or fewer when the model's ``max_position_embeddings`` leaves less room after the
+    longest prompt (the testbed has 128 positions): logged, since it shortens every response of the job."""
+    model, tok = getattr(engine, "model", None), getattr(engine, "tokenizer", None)
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(limit, int) or tok is None:
+        return wanted
+    longest = max(len(tok(ex.prompt, add_special_tokens=False)["input_ids"]) for ex in examples)
+    room = max(limit - longest, 1)
+    if room < wanted:
+        logger.warning("%s: --max-new-tokens %d cut to %d: the model has %d positions and the longest prompt takes "
+                       "%d", label, wanted, room, limit, longest)
+    return min(wanted, room)
 
 
 def _load_model(ckpt: Checkpoint, device: str, dtype: str):
@@ -126,13 +145,13 @@ def _load_model(ckpt: Checkpoint, device: str, dtype: str):
     from sfpo.policy import PolicyLoadError, load_for_eval
 
     try:
-        model, tok = load_for_eval(ckpt.path, device)
+        model, tok = load_for_eval(ckpt.path, device, dtype)  # read in the sampling dtype: no fp32 copy first
     except PolicyLoadError:  # already names the file and the problem
         raise
     except (OSError, ValueError, KeyError, SafetensorError) as e:
         raise PolicyLoadError(f"{ckpt.path} is not a causal language model (or adapter) transformers can load: "
                               f"{e}") from None
-    return model.to(getattr(torch, dtype)), tok
+    return model.to(getattr(torch, dtype)), tok  # a no-op unless the checkpoint holds mixed dtypes
 
 
 def _make_engine(name: str, model, tokenizer):

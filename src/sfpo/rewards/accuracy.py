@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
-from sfpo.rewards.extract import completion_text, extract_boxed, extract_gsm8k, gold_answer, parse_number
+from sfpo.rewards.extract import (completion_text, extract_boxed, extract_gsm8k, gold_answer, is_plain_number,
+                                  is_unevaluated_expression, parse_number)
 from sfpo.rewards.verifier import MathVerifier, Verdict, default_verifier
 
-__all__ = ["GOLD_COLUMNS", "math_accuracy_reward", "sfpo_math_reward", "gsm8k_accuracy_reward", "gold_answers"]
+__all__ = ["GOLD_COLUMNS", "math_accuracy_reward", "sfpo_math_reward", "gsm8k_accuracy_reward", "gold_answers",
+           "refused_as_unevaluated"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +51,17 @@ def _warn_bad_gold(gold: Any, reward: str) -> None:
         logger.warning("reward %r: gold answer %s cannot be parsed; reward None (row skipped)", reward, key)
 
 
-def _verdicts(completions: list, columns: dict[str, Any], reward: str, verifier: MathVerifier | None):
-    """(gold, boxed prediction, verdict) per completion; no box is WRONG, a missing gold BAD_GOLD."""
+def refused_as_unevaluated(gold: str, pred: str) -> bool:
+    """A numeric gold answer (``-16``) against a box of arithmetic still to be done (``-2 \\times 8``): math-verify
+    evaluates the expression and calls it equal, which pays a policy for boxing the question's arithmetic instead
+    of solving it (seen in a real TRL run). Such a prediction is wrong whatever its value."""
+    return is_plain_number(gold) and is_unevaluated_expression(pred)
+
+
+def _verdicts(completions: list, columns: dict[str, Any], reward: str, verifier: MathVerifier | None,
+              refuse_unevaluated: bool = True):
+    """(gold, boxed prediction, verdict) per completion; no box is WRONG, a missing gold BAD_GOLD, and with
+    ``refuse_unevaluated`` an unevaluated expression against a numeric gold WRONG without asking math-verify."""
     verifier = default_verifier() if verifier is None else verifier
     golds = gold_answers(columns, len(completions), reward)
     timeouts_before = verifier.timeouts
@@ -61,7 +72,10 @@ def _verdicts(completions: list, columns: dict[str, Any], reward: str, verifier:
             _warn_bad_gold(gold, reward)
             out.append((gold, pred, Verdict.BAD_GOLD))
             continue
-        verdict = verifier.verdict(gold, pred) if pred is not None else Verdict.WRONG
+        if pred is None or (refuse_unevaluated and refused_as_unevaluated(gold, pred)):
+            verdict = Verdict.WRONG
+        else:
+            verdict = verifier.verdict(gold, pred)
         if verdict is Verdict.BAD_GOLD:
             _warn_bad_gold(gold, reward)
         out.append((gold, pred, verdict))
@@ -75,25 +89,29 @@ def _verdicts(completions: list, columns: dict[str, Any], reward: str, verifier:
     return out
 
 
-def math_accuracy_reward(completions: list, *, verifier: MathVerifier | None = None, **columns) -> list[float | None]:
+def math_accuracy_reward(completions: list, *, verifier: MathVerifier | None = None, refuse_unevaluated: bool = True,
+                         **columns) -> list[float | None]:
     """1.0 if the LAST ``\\boxed{}`` of the completion equals the gold answer under math-verify, else 0.0 (no box,
     wrong, unparsable or timed out); None when the gold answer is missing or does not parse. The behaviour on
     fractions, units, \\text{}, several boxes, separators, percentages, intervals and degrees is pinned, case by
-    case with reasons, in MATH_TABLE of tests/rewards/test_rewards_math.py."""
-    verdicts = _verdicts(completions, columns, "math_accuracy", verifier)
+    case with reasons, in MATH_TABLE of tests/rewards/test_rewards_math.py. ``refuse_unevaluated`` (on): a box
+    holding arithmetic (``-2 \\times 8``, ``\\frac{32}{2}``) is wrong against a numeric gold (``-16``), see
+    ``refused_as_unevaluated``; off reproduces plain math-verify."""
+    verdicts = _verdicts(completions, columns, "math_accuracy", verifier, refuse_unevaluated)
     return [None if v is Verdict.BAD_GOLD else float(v is Verdict.CORRECT) for _, _, v in verdicts]
 
 
 def sfpo_math_reward(completions: list, *, verifier: MathVerifier | None = None, wrong_box: float = 0.1,
-                     **columns) -> list[float | None]:
+                     refuse_unevaluated: bool = True, **columns) -> list[float | None]:
     """The SFPO paper's reward: 1.0 for a correct last ``\\boxed{}``, ``wrong_box`` (0.1) for a non-empty box
     that is wrong, 0.0 without a box (an empty ``\\boxed{}`` is no box: 0.1 for it would pay for the format
     alone) and 0.0 when the check timed out or failed (a hung verifier earns nothing). None when the gold answer
-    is missing or does not parse."""
+    is missing or does not parse. ``refuse_unevaluated`` as in ``math_accuracy_reward`` (a refused box is a
+    wrong box: 0.1)."""
     scores = {Verdict.CORRECT: 1.0, Verdict.WRONG: wrong_box, Verdict.TIMEOUT: 0.0, Verdict.ERROR: 0.0,
               Verdict.BAD_GOLD: None}
     return [0.0 if pred is None and verdict is not Verdict.BAD_GOLD else scores[verdict]
-            for _, pred, verdict in _verdicts(completions, columns, "sfpo_math", verifier)]
+            for _, pred, verdict in _verdicts(completions, columns, "sfpo_math", verifier, refuse_unevaluated)]
 
 
 def gsm8k_accuracy_reward(completions: list, **columns) -> list[float | None]:

@@ -7,11 +7,13 @@ output: an answer that cannot be found is ``None``.
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 from typing import Any
 
-__all__ = ["completion_text", "extract_boxed", "extract_all_boxed", "extract_gsm8k", "gold_answer", "parse_number"]
+__all__ = ["completion_text", "extract_boxed", "extract_all_boxed", "extract_gsm8k", "gold_answer", "parse_number",
+           "is_plain_number", "is_unevaluated_expression"]
 
 # \boxed and \fbox both mean "this is the answer" in MATH-style solutions.
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
@@ -155,3 +157,44 @@ def gold_answer(value: Any) -> str | None:
         number = extract_gsm8k(value)
         return number.replace(",", "").replace("−", "-") if number else None
     return _clean(value) or None
+
+
+# ------------------------------------------------------------------------- numbers versus unevaluated arithmetic
+# Decoration that does not change a number's value: units and words in \text{}, $, %, degree signs, thin spaces.
+_WRAPPERS = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+_DECORATION = re.compile(r"\\[$%,!;: ]|\^\s*\{?\\circ\}?|°|\\left|\\right|\\displaystyle|[$%\s]")
+_SOLVED_VARIABLE = re.compile(r"^[A-Za-z]\s*=\s*")  # "x = 16"
+_LITERAL = re.compile(r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+−]?\.\d+")
+_FRACTION = re.compile(r"([-+−]?)(?:\\[dt]?frac\{(\d+)\}\{(\d+)\}|\\[dt]?frac(\d)(\d)|(\d+)/(\d+))")
+_WORDS = re.compile(r"(?<![\\A-Za-z])[A-Za-z]+")  # unit words ("cm", "dollars"); a \command is not a word
+
+
+def _bare(text: str) -> str:
+    text = _SOLVED_VARIABLE.sub("", text.strip()).replace("{,}", ",")
+    for _ in range(3):  # \textbf{\text{7}}: unwrap nested wrappers
+        text = _WRAPPERS.sub(r"\1", text)
+    text = _WORDS.sub("", _DECORATION.sub("", text)).rstrip(".")
+    while len(text) > 2 and text[0] + text[-1] in ("()", "{}"):  # "(16)", "{16}": grouping, not arithmetic
+        text = text[1:-1]
+    return text
+
+
+def is_plain_number(text: str) -> bool:
+    """True when ``text`` is one number literal (``-16``, ``1,000``, ``0.5``, ``50\\%``, ``30^\\circ``,
+    ``5\\text{ cm}``): a gold answer of this form asks for a value, not for an expression."""
+    return bool(_LITERAL.fullmatch(_bare(text)))
+
+
+def is_unevaluated_expression(text: str) -> bool:
+    """True when an answer is arithmetic still to be done (``-2 \\times 8``, ``75 + -60``, ``\\frac{32}{2}``,
+    ``\\sqrt{256}``, ``2^4``) rather than a number: anything but one literal or one fraction in lowest terms
+    (``\\frac{1}{2}``, ``-3/4``), once units, ``$``, ``%``, degree signs and "x =" are stripped. Scientific
+    notation (``1.6 \\times 10^{1}``) counts as unevaluated too."""
+    bare = _bare(text)
+    if _LITERAL.fullmatch(bare):
+        return False
+    frac = _FRACTION.fullmatch(bare)
+    if frac:
+        a, b = [int(x) for x in frac.groups()[1:] if x is not None]
+        return b <= 1 or math.gcd(a, b) != 1
+    return True

@@ -13,9 +13,10 @@ __all__ = ["Rollout", "RolloutEngine", "SamplingParams", "HFEngine", "make_engin
 def make_engine(name: str, model, tokenizer, **kwargs) -> RolloutEngine:
     """Build the engine a config names; "vllm" needs the optional vllm extra."""
     if name == "hf":
-        if kwargs:
-            raise ValueError(f"the hf engine takes no options, got {sorted(kwargs)}")
-        return HFEngine(model, tokenizer)
+        known = {"max_batch_sequences", "max_batch_tokens", "autocast_dtype", "max_prompt_tokens"}
+        if set(kwargs) - known:
+            raise ValueError(f"unknown hf engine option(s) {sorted(set(kwargs) - known)}; known: {sorted(known)}")
+        return HFEngine(model, tokenizer, **kwargs)
     if name == "vllm":
         from sfpo.rollout.vllm import VLLMEngine  # optional dependency, imported only when asked for
 

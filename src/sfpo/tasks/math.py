@@ -28,6 +28,10 @@ TEMPLATES = {
     # the SFPO paper's (and Qwen2.5-Math's) instruction; \boxed{} is what the rewards read
     "qwen_math": "{question}\nPlease reason step by step, and put your final answer within \\boxed{}.",
     "plain": "{question}",
+    # the instruction of the official SFPO training scripts (github.com/Urheen/SFPO), which the paper's runs used
+    "sfpo_official": ("Please solve the following math problem: {question}. The assistant first thinks about the "
+                      "reasoning process step by step and then provides the user with the answer. Return the final "
+                      "answer in \\boxed{} tags, for example \\boxed{1}. Let's solve this step by step. "),
 }
 
 # DAPO-Math-17K ships its prompts wrapped in an "Answer: $Answer" instruction that conflicts with \boxed{}.
@@ -35,6 +39,7 @@ _DAPO_PREFIX = ("Solve the following math problem step by step. The last line of
                 "form Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n")
 _DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
 _LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+_MATH_VERIFY_REWARDS = ("math_accuracy", "sfpo_math")  # the rewards that take ``refuse_unevaluated``
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,12 @@ class MathTask:
     validation split, at most a tenth of train, chosen by a hash of (seed, question). ``test_dataset``: a preset
     name, or MathTask options such as ``{"dataset": "math-500", "data_files": "m.jsonl"}``, whose test split
     serves as this task's test split (DAPO-Math-17K has none); its examples keep their own reward.
+    ``refuse_unevaluated`` (on): the math-verify rewards score a box of unevaluated arithmetic (``-2 \\times 8``)
+    as wrong against a numeric gold (``-16``); False reproduces plain math-verify. ``train_datasets``: several
+    training sets in one task (the paper: ``[dapo-math-17k, math]``), each a preset name or MathTask options with
+    its own columns/files/reward (``{"dataset": "math", "data_files": "m.jsonl"}``, ``{"data_files": "x.jsonl",
+    "columns": {"question": "q", "answer": "a"}}``); their train splits are concatenated in order, validation is
+    held out of the whole, and the task's ``reward`` is the default of each.
     """
 
     def __init__(self, dataset: str | None = None, *, path: str | None = None, config_name: str | None = None,
@@ -218,7 +229,8 @@ class MathTask:
                  splits: dict[str, str] | None = None, template: str = "qwen_math", chat_template: Any = None,
                  system_prompt: str | None = None, reward: str | None = None, timeout_s: float = 5.0,
                  validation_size: int | float = 500, seed: int = 0, dedupe: bool | None = None,
-                 test_dataset: str | dict[str, Any] | None = None, name: str | None = None) -> None:
+                 test_dataset: str | dict[str, Any] | None = None, name: str | None = None,
+                 refuse_unevaluated: bool = True, train_datasets: list[str | dict[str, Any]] | None = None) -> None:
         if dataset is not None and dataset not in PRESETS:
             raise ValueError(f"unknown math dataset {dataset!r}; presets: {sorted(PRESETS)} (or dataset=None with "
                              "path/data_files and columns)")
@@ -243,14 +255,25 @@ class MathTask:
         if reward is not None:
             get_reward(reward)  # fail now, with the list of names, not at the first rollout
             spec = replace(spec, reward=reward)
-        if isinstance(data_files, (str, Path)):
+        self._single_file = str(data_files) if isinstance(data_files, (str, Path)) else None
+        if self._single_file is not None:
             only = next(iter(spec.splits)) if len(spec.splits) == 1 else "train"
-            data_files = {only: str(data_files)}
+            data_files = {only: self._single_file}
+            self._single_default = only
         if data_files is not None:
             bad = sorted(set(data_files) - set(SPLITS))
             if bad:
                 raise ValueError(f"data_files has unknown split {bad[0]!r}; splits: {SPLITS}")
-        if data_files is None and spec.path is None:
+        if train_datasets is not None:
+            if dataset is not None or data_files is not None or path is not None:
+                raise ValueError("train_datasets replaces dataset/data_files/path: list every training set in it")
+            if not train_datasets:
+                raise ValueError("train_datasets is empty: give one preset name or options dict per training set")
+            train_datasets = [{"dataset": d} if isinstance(d, str) else dict(d) for d in train_datasets]
+            for d in train_datasets:
+                if d.get("dataset") is not None and d["dataset"] not in PRESETS:
+                    raise ValueError(f"train_datasets: unknown preset {d['dataset']!r}; presets: {sorted(PRESETS)}")
+        elif data_files is None and spec.path is None:
             raise ValueError("a custom math dataset needs path=<hub name> or data_files=<local file(s)>")
         if isinstance(test_dataset, str):
             test_dataset = {"dataset": test_dataset}
@@ -258,6 +281,7 @@ class MathTask:
             raise ValueError(f"unknown test_dataset {test_dataset.get('dataset')!r}; presets: {sorted(PRESETS)}")
         if system_prompt and chat_template is None:
             raise ValueError("system_prompt needs a chat template: pass chat_template=<tokenizer, name or path>")
+        _check_tokenizer_source(chat_template)
         if not (isinstance(validation_size, int) and validation_size >= 0 or 0 < validation_size < 1):
             raise ValueError(f"validation_size must be a row count >= 0 or a fraction in (0, 1), got {validation_size}")
         render_prompt("x", template)  # validates the template before any data is read
@@ -268,8 +292,10 @@ class MathTask:
         self._tokenizer = None
         self.timeout_s, self.validation_size, self.seed = timeout_s, validation_size, seed
         self.test_dataset = test_dataset
+        self.refuse_unevaluated = refuse_unevaluated
+        self.train_datasets = train_datasets
         self._sub_kwargs = dict(template=template, chat_template=chat_template, system_prompt=system_prompt,
-                                timeout_s=timeout_s, seed=seed)
+                                timeout_s=timeout_s, seed=seed, refuse_unevaluated=refuse_unevaluated)
         self._verifier: MathVerifier | None = None
         self._cache: dict[str, list[Example]] = {}
 
@@ -283,13 +309,16 @@ class MathTask:
         return list(out if n is None else out[:n])
 
     def reward(self, completion: str, example: Example) -> float:
-        fn = get_reward(example.meta.get("reward", self.spec.reward))
-        value = fn([completion], answer=[example.answer], verifier=self._get_verifier())[0]
+        name = example.meta.get("reward", self.spec.reward)
+        kwargs = {"refuse_unevaluated": self.refuse_unevaluated} if name in _MATH_VERIFY_REWARDS else {}
+        value = get_reward(name)([completion], answer=[example.answer], verifier=self._get_verifier(), **kwargs)[0]
         return 0.0 if value is None else float(value)
 
     # ------------------------------------------------------------------ loading
     def available_splits(self) -> list[str]:
-        sources = set(self.data_files or self.spec.splits)
+        sources = {"train"} if self.train_datasets is not None else set(self.data_files or self.spec.splits)
+        if self._single_file is not None and not self._cache:
+            sources.add("test")  # until the file has served as train
         if "validation" not in sources and "train" in sources:
             sources.add("validation")  # held out of train
         if self.test_dataset:
@@ -297,7 +326,12 @@ class MathTask:
         return [s for s in SPLITS if s in sources]
 
     def _load(self, split: str) -> None:
-        sources = self.data_files or self.spec.splits
+        if self.train_datasets is not None and split in ("train", "validation"):
+            self._load_train_mix()
+            return
+        sources = {"train": "mix"} if self.train_datasets is not None else self.data_files or self.spec.splits
+        if self._single_file is not None and not self.test_dataset:
+            sources = self._single_file_role(split)
         if split == "test" and self.test_dataset and "test" not in sources:
             sub = MathTask(**{**self._sub_kwargs, **self.test_dataset})
             self._cache["test"] = sub.examples("test")
@@ -315,6 +349,35 @@ class MathTask:
             return
         hint = " (pass test_dataset=<preset>, e.g. 'math-500')" if split == "test" else ""
         raise ValueError(f"math task {self.name!r} has no {split!r} split; it has {self.available_splits()}{hint}")
+
+    def _load_train_mix(self) -> None:
+        """The train splits of every ``train_datasets`` entry, in order, each read with its own columns and
+        reward; validation is held out of the concatenation (seeded by question, as for one dataset)."""
+        default = {} if self.spec.reward == DatasetSpec().reward else {"reward": self.spec.reward}
+        examples = []
+        for entry in self.train_datasets:
+            sub = MathTask(**{**self._sub_kwargs, **default, **entry, "validation_size": 0})
+            part = sub.examples("train")
+            logger.info("%s: %d training problems from %s", self.name, len(part), sub.name)
+            examples += part
+        self._cache["train"], self._cache["validation"] = self._holdout(examples)
+
+    def _single_file_role(self, split: str) -> dict[str, str]:
+        """One ``data_files`` file is the split asked for first: train (validation held out of it) in training,
+        test in ``sfpo eval --task gsm8k:data_files=test.jsonl``. Never both: test rows that were trained on
+        would be a silently wrong result."""
+        wants_test = split == "test"
+        if self._single_default == "test" or wants_test == ("test" in self.data_files):
+            return self.data_files  # an eval-only preset (math-500): the file is its test split, as always
+        if self._cache:
+            serving = "test" if "test" in self.data_files else "train"
+            raise ValueError(f"{self.name}: the single data_files file {self._single_file!r} already serves as the "
+                             f"{serving!r} split; give data_files={{train: <file>, test: <file>}} (or test_dataset=) "
+                             f"to have both")
+        if wants_test:
+            logger.info("%s: the single data_files file %r is the test split", self.name, self._single_file)
+            self.data_files = {"test": self._single_file}
+        return self.data_files
 
     def _holdout(self, examples: list[Example]) -> tuple[list[Example], list[Example]]:
         size = self.validation_size
@@ -398,7 +461,11 @@ class MathTask:
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(str(self._tokenizer_arg))
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(str(self._tokenizer_arg))
+            except (OSError, ValueError) as e:  # HFValidationError is a ValueError: an unusable name or path
+                raise ValueError(f"chat_template={str(self._tokenizer_arg)!r}: no tokenizer could be loaded from it "
+                                 f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
         return self._tokenizer
 
     def _get_verifier(self) -> MathVerifier:
@@ -407,6 +474,20 @@ class MathTask:
             # one worker process for all tasks unless this task wants its own time limit
             self._verifier = shared if shared.timeout_s == self.timeout_s else MathVerifier(self.timeout_s)
         return self._verifier
+
+
+def _check_tokenizer_source(source: Any) -> None:
+    """A ``chat_template`` written as a local path must exist: checked when the task is built, so a typo is one
+    error before any model loads, not a hub validation traceback after it. Hub names ("Qwen/Qwen2.5-Math-1.5B")
+    are checked when the tokenizer loads."""
+    if not isinstance(source, (str, Path)):
+        return
+    text = str(source)
+    local = Path(text).expanduser()
+    looks_local = text.startswith((".", "~", "/")) or text.count("/") > 1 or "\\" in text
+    if looks_local and not local.exists():
+        raise ValueError(f"chat_template={text!r}: no such file or folder (give a tokenizer folder, a hub name "
+                         "such as Qwen/Qwen2.5-Math-1.5B, or leave it out)")
 
 
 def register(register_task: Callable[[str, Callable[..., Task]], None]) -> None:

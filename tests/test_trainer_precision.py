@@ -1,0 +1,142 @@
+"""The trainer's options for real models on one GPU, on a tiny model on CPU: bf16 autocast against fp32 (fp32
+masters kept), activation checkpointing and token-budget micro-batches against the plain computation (same loss
+and gradients), the padded-token count, the prompt-length policy."""
+
+import pytest
+import torch
+
+from tiny import ToyTask, make_model, make_tokenizer
+from sfpo.config import ConfigError, load_config
+from sfpo.trainer import Trainer, token_budget_rows
+
+# first_pass() replaces optimizer.step to read the gradients, which torch notices at the scheduler step
+pytestmark = pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+
+BASE = ["rollout.num_prompts=4", "rollout.group_size=4", "rollout.max_new_tokens=6", "eval.every=0",
+        "log.progress=false", "log.plot=false", "log.tensorboard=false", "optim.lr=1e-2", "optim.grad_clip=0",
+        "algorithm.switch=never", "algorithm.name=grpo", "threads=1"]
+
+
+class VaryingToyTask(ToyTask):
+    """Prompts of very different lengths, so that bucketing has padding to remove, and a reward a random policy
+    earns unevenly (the share of digits 1-4 in its response), so that every group has non-zero advantages."""
+
+    def examples(self, split, n=None):
+        out = super().examples(split, n)
+        return [type(ex)(("1+" * (i % 5)) + ex.prompt, ex.answer, ex.solution, ex.id) for i, ex in enumerate(out)]
+
+    def reward(self, completion, example):
+        return sum(c in "1234" for c in completion) / max(len(completion), 1)
+
+
+def trainer(tmp_path, overrides, name="run", task=None):
+    cfg = load_config(None, BASE + [f"output_dir={tmp_path / name}"] + overrides)
+    tok = make_tokenizer()
+    model = make_model(tok, 0, hidden=32, layers=2)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # sharper than the init, so responses vary in length and rewards differ
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    return Trainer(cfg, model=model, tokenizer=tok, task=task or VaryingToyTask())
+
+
+def first_pass(t: Trainer):
+    """(batch, loss, metrics, gradients) of the first optimizer step of step 0, with the step itself held back."""
+    grads = []
+    t.optimizer.step = lambda *a, **k: grads.append([p.grad.detach().clone() for p in t.params])
+    metrics = t.train_step()
+    assert metrics["frac_zero_std_groups"] < 1.0 and sum(float(g.norm()) for g in grads[0]) > 0  # not vacuous
+    return metrics, grads[0]
+
+
+def assert_grads_close(a, b, rtol, atol):
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=rtol, atol=atol)
+
+
+def test_token_budget_rows_cover_every_row_once_within_budget():
+    g = torch.Generator().manual_seed(0)
+    p, t = torch.randint(1, 30, (40,), generator=g), torch.randint(1, 50, (40,), generator=g)
+    groups = token_budget_rows(p, t, 200)
+    assert sorted(torch.cat(groups).tolist()) == list(range(40))
+    for grp in groups:
+        assert len(grp) == 1 or len(grp) * int(p[grp].max() + t[grp].max()) <= 200
+    assert len(token_budget_rows(p, t, 1)) == 40  # every row over budget: one each
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_mean"])
+def test_token_budget_micro_batches_equal_one_batch(tmp_path, aggregation):
+    """Same loss and gradient as the unbucketed mini-batch (the normaliser is the mini-batch's), less padding.
+    Tolerance: float32 sums in another order, ~1e-6 relative."""
+    agg = f"algorithm.aggregation={aggregation}"
+    m1, g1 = first_pass(trainer(tmp_path, [agg], "one"))
+    m2, g2 = first_pass(trainer(tmp_path, [agg, "optim.micro_batch_tokens=60"], "budget"))
+    assert m1["reward"] == m2["reward"]  # the same rollout
+    assert m1["loss"] == pytest.approx(m2["loss"], rel=1e-5, abs=1e-7)
+    assert_grads_close(g1, g2, rtol=1e-4, atol=1e-6)
+    assert m2["padding/frac"] < m1["padding/frac"]  # bucketing removed padding
+    assert m1["padding/frac"] > 0 and m2["padding/tokens"] < m1["padding/tokens"]
+    assert m2["ratio/mean"] == pytest.approx(1.0, abs=1e-6)  # old log-probs on the same micro-batches
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
+    """Recomputing the activations is the same float32 arithmetic: the gradients agree to rounding (1e-6)."""
+    m1, g1 = first_pass(trainer(tmp_path, [], "plain"))
+    t = trainer(tmp_path, ["model.gradient_checkpointing=true"], "ckpt")
+    assert any(getattr(m, "gradient_checkpointing", False) for m in t.model.modules())
+    m2, g2 = first_pass(t)
+    assert m1["loss"] == pytest.approx(m2["loss"], rel=1e-6)
+    assert_grads_close(g1, g2, rtol=1e-5, atol=1e-7)
+
+
+def test_bf16_autocast_close_to_fp32_and_keeps_fp32_masters(tmp_path):
+    """bf16 autocast: the loss within 2% and the gradient within 10% of fp32's (bf16 keeps 8 bits of mantissa:
+    ~0.4% per rounding, accumulated over the layers), ratios 1 at θ0, and everything the optimizer and SFPO
+    hold stays float32."""
+    t32 = trainer(tmp_path, ["algorithm.name=sfpo", "algorithm.inner_steps=1"], "fp32")
+    tbf = trainer(tmp_path, ["algorithm.name=sfpo", "algorithm.inner_steps=1", "model.mixed_precision=bf16"], "bf16")
+    assert tbf.engine.autocast_dtype is torch.bfloat16  # sampling in the same precision
+    # the same rollout: compare the loss on one fixed batch
+    m32, g32 = first_pass(t32)
+    mbf, gbf = first_pass(tbf)
+    assert mbf["ratio/mean"] == pytest.approx(1.0, abs=1e-6) and mbf["clip_ratio/region_mean"] == 0.0
+    assert mbf["loss"] == pytest.approx(m32["loss"], rel=0.02, abs=1e-3)
+    flat32, flatbf = torch.cat([g.flatten() for g in g32]), torch.cat([g.flatten() for g in gbf])
+    assert float((flatbf - flat32).norm() / flat32.norm()) < 0.1
+    assert float(torch.nn.functional.cosine_similarity(flat32, flatbf, dim=0)) > 0.99
+    # a full SFPO step: weights, gradients, AdamW moments and the anchor all float32
+    tbf2 = trainer(tmp_path, ["algorithm.name=sfpo", "algorithm.inner_steps=1", "model.mixed_precision=bf16"], "b2")
+    tbf2.train_step()
+    assert {p.dtype for p in tbf2.params} == {torch.float32}
+    assert {p.grad.dtype for p in tbf2.params if p.grad is not None} <= {torch.float32}
+    assert {v.dtype for st in tbf2.optimizer.state.values() for k, v in st.items() if k != "step"} == {torch.float32}
+    anchor = [v for v in tbf2.update.state_dict().values() if torch.is_tensor(v)]
+    assert all(a.dtype == torch.float32 for a in anchor)
+
+
+def test_bf16_needs_float32_weights(tmp_path):
+    cfg = load_config(None, BASE + [f"output_dir={tmp_path}", "model.mixed_precision=bf16"])
+    tok = make_tokenizer()
+    with pytest.raises(ConfigError, match="float32 master weights"):
+        Trainer(cfg, model=make_model(tok).to(torch.bfloat16), tokenizer=tok, task=ToyTask())
+
+
+def test_long_prompts_skip_and_cut(tmp_path, caplog):
+    task = VaryingToyTask()
+    lengths = [len(ex.prompt) for ex in task.examples("train")]  # the char tokenizer: one token per character
+    limit = 8
+    with caplog.at_level("WARNING", logger="sfpo.trainer"):
+        t = trainer(tmp_path, [f"rollout.max_prompt_tokens={limit}"], "skip", task)
+    assert len(t.train_examples) == sum(n <= limit for n in lengths) < len(lengths)
+    assert all(len(ex.prompt) <= limit for ex in t.train_examples + t.val_examples)
+    assert f"{sum(n > limit for n in lengths)} of {len(lengths)} train prompts" in caplog.text
+    t = trainer(tmp_path, [f"rollout.max_prompt_tokens={limit}", "rollout.long_prompts=cut"], "cut", task)
+    assert len(t.train_examples) == len(lengths)
+    m = t.train_step()
+    want = sum(len(ex.prompt) > limit for ex in t._step_examples(0))
+    assert m["prompts_cut"] == want
+    cfg = load_config(None, BASE + [f"output_dir={tmp_path}", "rollout.max_prompt_tokens=8",
+                                    "rollout.long_prompts=cut", "rollout.engine=vllm"])
+    tok = make_tokenizer()
+    with pytest.raises(ConfigError, match="long_prompts=cut needs the hf engine"):
+        Trainer(cfg, model=make_model(tok), tokenizer=tok, task=ToyTask())
