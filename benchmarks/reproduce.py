@@ -40,7 +40,7 @@ CONFIG = ROOT / "configs" / "reproduce.yaml"
 RECORDS = ROOT / "docs" / "reproduction" / "runs"
 REPORT = ROOT / "docs" / "reproduction"
 SFPO = ["algorithm.name=sfpo", "algorithm.inner_steps=3", "algorithm.alpha=0.8"]
-KL_BUDGET = 0.002  # trust-region SFPO's budget; see docs/reproduction.md ("Trust-region SFPO") for its choice
+KL_BUDGET = 0.0025  # trust-region SFPO's budget; see docs/reproduction.md ("Trust-region SFPO") for its choice
 METHODS = {
     "grpo": ["algorithm.name=grpo"],
     "grpo_4passes": ["algorithm.name=grpo", "algorithm.passes=4"],
