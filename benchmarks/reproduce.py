@@ -403,7 +403,8 @@ def write_report(records: list[dict], total: int, waiting: list[str], report: Pa
                + (f"; not planned yet: {'; '.join(waiting)}" if waiting else "") + ". Every number below is "
                "from the finished runs only, and will move as the grid completes.", ""]
     md += ["Ratios are baseline cost ÷ run cost to first reach the baseline's best validation accuracy (above 1: "
-           "the run got there cheaper; `never`: it did not reach it, ranked below every ratio). Each effect is "
+           "the run got there cheaper; `never`: it did not reach it, ranked below every ratio — also when the baseline "
+           "never improved on its start, so there was nothing to reach). Each effect is "
            "paired (same starting policy, same seed) and comes with a 95% two-level bootstrap interval over "
            "policies × seeds (`sfpo.compare.bootstrap_ci`); the verdict says **within noise** whenever the "
            "interval includes no effect. Runs are one thread each; a run whose CPU time was under "
@@ -468,7 +469,8 @@ def _main_row(m: str, row: dict) -> str:
 
 def findings(results: dict) -> list[str]:
     """Plain sentences computed from the intervals: an effect is claimed only when its interval excludes none."""
-    out = [f"Headline ({LABELS[HEADLINE]} vs the baselines; {results['headline_source']}):"]
+    out = [f"Headline ({LABELS[HEADLINE]} vs the baselines; {results['headline_source']}):"
+           + ("" if any(results.get(k) for _, _, k in RATIO_KEYS) else " not measured yet.")]
     for kind, vs, key in RATIO_KEYS:
         b = results.get(key)
         if not b:
