@@ -26,8 +26,8 @@ def _ratio(c: dict | None) -> str:
     if not c:
         return "—"
     e = c["rollouts_ratio"]
-    lo, hi = (("never" if v is None else f"{v:.2f}") for v in e["ci"])
-    return f"{'never' if e['point'] is None else format(e['point'], '.2f')} [{lo}, {hi}] ({e['reached']}/{e['n']})"
+    ci = "no interval" if e["ci"] is None else "[" + ", ".join("never" if v is None else f"{v:.2f}" for v in e["ci"]) + "]"
+    return f"{'never' if e['point'] is None else format(e['point'], '.2f')} {ci} ({e['reached']}/{e['n']})"
 
 
 def main() -> None:

@@ -372,12 +372,16 @@ def _f(v, fmt="{:.3f}"):
     return "—" if v is None else fmt.format(v)
 
 
+def _ci(ci, fmt="{:.2f}") -> str:
+    if ci is None:
+        return "no interval"
+    return "[" + ", ".join("never" if v is None else fmt.format(v) for v in ci) + "]"
+
+
 def _effect(e: dict, fmt="{:.2f}", reliable: bool = True) -> str:
-    lo, hi = e["ci"]
-    ci = f"[{_f(lo, fmt) if lo is not None else 'never'}, {_f(hi, fmt) if hi is not None else 'never'}]"
     point = _f(e["point"], fmt) if e["point"] is not None else "never"
     note = "" if reliable else " ⚠ cores shared"
-    return f"{point} {ci} {e['verdict']}{note}"
+    return f"{point} {_ci(e['ci'], fmt)} {e['verdict']} (n={e['n']}){note}"
 
 
 def write_report(records: list[dict], total: int, waiting: list[str], report: Path, meta: dict) -> dict:
@@ -407,7 +411,8 @@ def write_report(records: list[dict], total: int, waiting: list[str], report: Pa
            "never improved on its start, so there was nothing to reach). Each effect is "
            "paired (same starting policy, same seed) and comes with a 95% two-level bootstrap interval over "
            "policies × seeds (`sfpo.compare.bootstrap_ci`); the verdict says **within noise** whenever the "
-           "interval includes no effect. Runs are one thread each; a run whose CPU time was under "
+           "interval includes no effect, and *too few runs* below 3 paired runs (one run has no interval). "
+           "Runs are one thread each; a run whose CPU time was under "
            f"{SHARED_BELOW:.0%} of its wall time shared its core, and wall-clock ratios that involve such runs are "
            "marked ⚠ (unreliable). Rollout counts are unaffected by shared cores.", "",
            "## Findings (computed)", ""]
@@ -476,12 +481,10 @@ def findings(results: dict) -> list[str]:
         if not b:
             continue
         base = "GRPO" if vs == "vs_grpo" else "GRPO with K+1 passes"
-        lo, hi = b["ci"]
         words = {"higher": "SFPO cheaper", "lower": "SFPO costlier", "within noise": "within noise",
-                 "not measurable": "not measurable"}[b["verdict"]]
+                 "not measurable": "not measurable", "too few runs": "too few runs for a verdict"}[b["verdict"]]
         unreliable = kind == "wallclock" and not b.get("reliable", True)
-        out.append(f"{kind} to reach {base}'s best: {_f(b['median'], '{:.2f}')}× (95% CI "
-                   f"[{_f(lo, '{:.2f}') if lo is not None else 'never'}, {_f(hi, '{:.2f}') if hi is not None else 'never'}]"
+        out.append(f"{kind} to reach {base}'s best: {_f(b['median'], '{:.2f}')}× (95% CI {_ci(b['ci'])}"
                    f", {b['n']} runs, reached in {b['reached']}): **{words}**"
                    + (" — unreliable: the cores were shared during some of these runs" if unreliable else "") + ".")
     for task, main in results["main"].items():
@@ -494,8 +497,8 @@ def findings(results: dict) -> list[str]:
                 if e["point"] is None:
                     continue
                 out.append(f"{task}, {LABELS.get(m, m)} at lr {row['lr']:.0e} vs GRPO at its best: {what} "
-                           f"{e['point']:+.3f} (95% CI [{_f(e['ci'][0], '{:+.3f}')}, {_f(e['ci'][1], '{:+.3f}')}], "
-                           f"{e['n']} runs): **{e['verdict']}**.")
+                           f"{e['point']:+.3f} (95% CI {_ci(e['ci'], '{:+.3f}')}, {e['n']} runs): "
+                           f"**{e['verdict']}**.")
     return out
 
 

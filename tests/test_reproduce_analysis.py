@@ -129,3 +129,12 @@ def test_report_keeps_the_historic_keys_and_adds_intervals(tmp_path):
     md = (tmp_path / "reproduction.md").read_text()
     assert "**Partial:**" in md and "unreliable" in md and "95% CI" in md
     assert res["best_lr"]["arithmetic"]["grpo"] == 1e-5  # all lrs tie: the smallest wins
+
+
+def test_fewer_than_three_runs_get_no_verdict():
+    one = effect_summary({0: {0: 2.0}}, kind="ratio")
+    assert one["ci"] is None and one["verdict"] == "too few runs" and one["point"] == 2.0
+    two = effect_summary({0: {0: 2.0, 1: 2.2}}, kind="ratio")
+    assert two["ci"] == [2.0, 2.2] and two["verdict"] == "too few runs"  # two agreeing seeds are no evidence
+    assert effect_summary({0: {0: 2.0, 1: 2.2, 2: 2.1}}, kind="ratio")["verdict"] == "higher"
+    assert effect_summary({}, kind="difference")["verdict"] == "not measurable"

@@ -106,13 +106,18 @@ def bootstrap_ci(units: dict[Any, dict[Any, Any]], statistic: Callable[[list], f
     return lo, hi
 
 
+MIN_RUNS = 3
+"""Fewer paired runs than this get an interval (from two) but no verdict: two seeds that agree are not evidence."""
+
+
 def effect_summary(units: dict[Any, dict[Any, Any]], *, kind: str, **kw) -> dict[str, Any]:
     """Point value, interval and verdict of a paired effect over policies × seeds.
 
     ``kind="ratio"``: per-run cost ratios (None = never reached); the point value is ``ratio_median`` and "no
     effect" is 1. ``kind="difference"``: per-run differences (e.g. SFPO's best validation accuracy minus
     GRPO's); the point value is the mean and "no effect" is 0. The verdict is "within noise" whenever the
-    interval includes no effect, else "higher" / "lower" (for ratios: above 1 = the run was cheaper).
+    interval includes no effect, else "higher" / "lower" (for ratios: above 1 = the run was cheaper); with
+    fewer than ``MIN_RUNS`` runs it is "too few runs", and one run has no interval (``ci`` None).
     """
     if kind not in ("ratio", "difference"):
         raise ValueError(f"kind must be 'ratio' or 'difference', got {kind!r}")
@@ -124,11 +129,16 @@ def effect_summary(units: dict[Any, dict[Any, Any]], *, kind: str, **kw) -> dict
         units = {p: {s: v for s, v in seeds.items() if v is not None} for p, seeds in units.items()}
         stat, null = (lambda xs: sum(xs) / len(xs) if xs else None), 0.0
     point = stat(flat)
+    if len(flat) < 2:
+        return {"point": point, "ci": None, "n": len(flat), "policies": len([p for p in units if units[p]]),
+                "verdict": "too few runs" if flat else "not measurable"}
     lo, hi = bootstrap_ci(units, stat, **kw)
     # a None end of a ratio interval means "never reached": below every ratio, so below no-effect
     lo_v, hi_v = (-math.inf if v is None else v for v in (lo, hi))
     if kind == "difference" and point is None:
         verdict = "not measurable"
+    elif len(flat) < MIN_RUNS:
+        verdict = "too few runs"
     elif lo_v > null:
         verdict = "higher"
     elif hi_v < null:
