@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # The exact commands behind every number in docs/reproduction.md (run from the repository root, in the
-# virtualenv the README sets up). Each finished run is reused, so re-running continues where it stopped.
+# virtualenv the README sets up). Every finished run leaves a record in docs/reproduction/runs/ and is never
+# rerun, so re-running (here or on another machine, after pulling the committed records) continues the grid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# 1. quick mode (≤15 min on 2 cores): GRPO, GRPO with 4 passes, SFPO; one seed, 30 steps
+# 1. quick mode (≤15 min on 2 cores): GRPO, GRPO with 4 passes, SFPO; one seed, 30 steps (records under runs/)
 python benchmarks/reproduce.py --quick
-# 2. the published main table: GRPO, GRPO-4-passes, SFPO (entropy switch) and SFPO without it, 3 seeds
-python benchmarks/reproduce.py --grid main --seeds 0 1 2 --report docs/reproduction
-# 2b. learning-rate sweep (0.3x, 3x of the base lr; the 1x runs are step 2's), 2 seeds, one thread per run
-python benchmarks/reproduce.py --grid lr --seeds 0 1 --report runs/reproduce/report_lr threads=1
-python benchmarks/lr_sweep_table.py --seeds 0 1
-# 3. everything: + α/K/optimizer-state/no-slow ablations, LR sweep (0.3×, 1×, 3×), noisy rewards, countdown
-python benchmarks/reproduce.py --grid all --seeds 0 1 2 --report docs/reproduction_all
+# 2. the grid of docs/reproduction.md, in this order, one run at a time, one thread each (≈5 CPU-hours):
+#    lr sweep (1e-5..3e-4) of GRPO, GRPO-4, SFPO, trust-region SFPO on arithmetic, then countdown (policy 0,
+#    seeds 0-1); each method at its best lr with 3 policies × 3 seeds on both; multiplication (untuned) and
+#    8-term arithmetic (generation-heavy) with 1 policy × 3 seeds at arithmetic's best lrs
+python benchmarks/reproduce.py --grid issue12
+# 3. the report alone, from the records (also what step 2 ends with)
+python benchmarks/reproduce.py --analyse-only
+python benchmarks/lr_sweep_table.py
+# 4. the 2026-11-30 record (docs/reproduction/record_2026-11-30.json) came from the earlier harness:
+#    main grid (GRPO, GRPO-4, SFPO with/without the switch; lr 1e-4, 3 seeds); its ablations are --grid ablations
+python benchmarks/reproduce.py --grid main --seeds 0 1 2 --records runs/reproduce/records_main --report runs/reproduce/report_main
+# 5. the kernel-pinning measurement of docs/reproduction.md ("Same bits on every machine")
+python benchmarks/kernel_pinning.py

@@ -1,14 +1,17 @@
 """``sfpo demo``: GRPO and SFPO on the CPU testbed, same seed and rollout budget, compared in a table and a plot.
 
-It warm-starts (or loads the cached) testbed policy, trains both methods from it, prints best validation
-accuracy, rollouts and wall-clock to reach GRPO's best and per-step time, writes a PNG, and ends with one JSON
-line. The settings are configs/demo.yaml; ``--quick`` shrinks them for a smoke run.
+It starts both methods from the testbed policy that ships with the package (the same bits on every machine),
+prints best validation accuracy, rollouts and wall-clock to reach GRPO's best and per-step time, says whether
+this one seed's difference lies within the published record's per-seed spread, warns when other processes
+shared the cores (wall-clock ratios are then unreliable), writes a PNG, and ends with one JSON line. The
+settings are configs/demo.yaml; ``--quick`` shrinks them for a smoke run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -17,13 +20,74 @@ from sfpo.config import load_config
 from sfpo.metrics import read_metrics
 from sfpo.plots import plot_compare
 
-__all__ = ["run_demo", "DEMO_CONFIG"]
+__all__ = ["run_demo", "DEMO_CONFIG", "DEMO_RECORD", "record_context", "core_sharing"]
 
 logger = logging.getLogger(__name__)
 
 # configs/ sits at the root of the clone (src/sfpo/demo.py → ../../configs); the README installs editable.
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 QUICK = ["steps=16", "eval.every=4", "eval.num_prompts=128"]  # same warm-start: the cache is shared
+# The published run of the demo's two methods from the shipped policy (lr 1e-4, 3 seeds, 120 steps).
+DEMO_RECORD = Path(__file__).resolve().parents[2] / "docs" / "reproduction" / "record_2026-11-30.json"
+SHARED_CORES = 0.25  # other processes busy on at least this many cores on average: wall-clock is unreliable
+
+
+def _cpu_snapshot() -> dict:
+    """Wall time, this process's CPU time and the whole machine's busy CPU time (Linux /proc/stat; else None)."""
+    busy = None
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        ticks = os.sysconf("SC_CLK_TCK")
+        busy = (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / ticks  # all but idle, iowait
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"wall": time.perf_counter(), "cpu": time.process_time(), "busy": busy}
+
+
+def core_sharing(before: dict, after: dict) -> dict:
+    """How busy the machine was with other work between two ``_cpu_snapshot``s: this process's CPU seconds, the
+    wall seconds, and the average number of cores other processes kept busy (None where /proc/stat is missing).
+    """
+    wall, own = after["wall"] - before["wall"], after["cpu"] - before["cpu"]
+    others = None
+    if before["busy"] is not None and after["busy"] is not None and wall > 0:
+        others = max(0.0, (after["busy"] - before["busy"] - own) / wall)
+    return {"wall_s": wall, "cpu_s": own, "other_cores": others,
+            "shared": others is not None and others >= SHARED_CORES}
+
+
+def record_context(record_path: Path, acc_diff: float | None, rollouts_ratio: float | None) -> dict | None:
+    """This run's SFPO − GRPO best validation accuracy and rollouts ratio against the published record's
+    per-seed values: the record's range, and whether this single seed falls inside it. None without a record."""
+    if not record_path.exists():
+        return None
+    rec = json.loads(record_path.read_text())
+    table = rec["table"]
+    seeds = [str(s) for s in rec["seeds"]]
+    diffs = [table["sfpo"]["best_val"][s] - table["grpo"]["best_val"][s] for s in seeds]
+    ratios = [v for v in rec["rollouts_ratio_vs_grpo"]["per_seed"].values() if v is not None]
+
+    def within(v, xs):
+        return None if v is None or not xs else min(xs) <= v <= max(xs)
+
+    return {"record": str(record_path.name), "seeds": len(seeds),
+            "acc_diff": acc_diff, "record_acc_diff": [min(diffs), max(diffs)],
+            "acc_diff_within": within(acc_diff, diffs),
+            "rollouts_ratio": rollouts_ratio, "record_rollouts_ratio": [min(ratios), max(ratios)] if ratios else None,
+            "rollouts_ratio_within": within(rollouts_ratio, ratios)}
+
+
+def _start_policy(cfg) -> dict:
+    """Which policy both methods start from: the shipped one (sha256 checked by the tests) or another."""
+    from sfpo.testbed import SHIPPED_DIR, file_sha256, warm_start
+
+    if cfg.model.path is not None:
+        return {"path": cfg.model.path, "shipped": False, "sha256": None}
+    kwargs = {} if cfg.model.warmup_steps is None else {"steps": cfg.model.warmup_steps}
+    path = warm_start(cfg.task.name, cfg.task.kwargs, size=cfg.model.testbed_size, seed=cfg.model.warmup_seed,
+                      **kwargs)
+    return {"path": str(path), "shipped": path.parent == SHIPPED_DIR,
+            "sha256": file_sha256(path / "model.safetensors")}
 
 
 def run_demo(output_dir: str = "runs/demo", quick: bool = False, overrides: list[str] | None = None) -> dict:
@@ -33,13 +97,16 @@ def run_demo(output_dir: str = "runs/demo", quick: bool = False, overrides: list
     out = Path(output_dir)
     methods = {"grpo": ["algorithm.name=grpo"], "sfpo": ["algorithm.name=sfpo", "algorithm.inner_steps=3",
                                                           "algorithm.alpha=0.8"]}
-    records = {}
+    records, sharing, policy = {}, {}, None
     for name, method in methods.items():
         run_dir = out / name
         extra = (QUICK if quick else []) + method + (overrides or []) + [f"output_dir={run_dir}"]
         cfg = load_config(DEMO_CONFIG, extra)
+        policy = policy or _start_policy(cfg)
         logger.info("demo: training %s for %d steps (%s)", name, cfg.steps, run_dir)
+        before = _cpu_snapshot()
         Trainer(cfg).train()
+        sharing[name] = core_sharing(before, _cpu_snapshot())
         records[name] = read_metrics(run_dir)
 
     grpo, sfpo = records["grpo"], records["sfpo"]
@@ -60,7 +127,14 @@ def run_demo(output_dir: str = "runs/demo", quick: bool = False, overrides: list
         "grpo_step_s": step_time(grpo), "sfpo_step_s": step_time(sfpo),
         "sfpo_active_step_s": step_time(active) if active else None, "sfpo_active_steps": len(active),
         "total_s": time.perf_counter() - t_start, "plot": str(plot), "logs": str(out), "quick": quick,
+        "policy": policy, "sharing": sharing, "cores_shared": any(v["shared"] for v in sharing.values()),
     }
+    acc_diff = s_best["acc"] - g_best["acc"]
+    result["record"] = None if quick else record_context(DEMO_RECORD, acc_diff, ratios["rollouts_ratio"])
+    if result["cores_shared"]:
+        logger.warning("demo: other processes kept %s cores busy on average while it ran: step times and "
+                       "wall-clock ratios are unreliable (rollout counts are not affected)",
+                       "/".join(f"{v['other_cores']:.1f}" for v in sharing.values()))
     return result
 
 
@@ -88,11 +162,37 @@ def format_table(res: dict) -> str:
              f"SFPO/GRPO step time {res['sfpo_step_s'] / res['grpo_step_s']:.2f}")
     smooth = (f"with validation accuracy averaged over 3 evaluations (less noise): rollouts "
               f"{f(res['rollouts_ratio_smoothed'], '{:.2f}')}, wall-clock {f(res['wallclock_ratio_smoothed'], '{:.2f}')}")
-    return "\n".join(lines + ["", ratio, smooth])
+    pol = res["policy"] or {}
+    start = (f"both started from the shipped testbed policy (sha256 {pol['sha256'][:16]}…): the same bits on "
+             f"every machine" if pol.get("shipped") else
+             f"both started from {pol.get('path')} (not the shipped policy: results will not match the record)")
+    out = lines + ["", ratio, smooth, "", start]
+    ctx = res.get("record")
+    if ctx:
+        def verdict(w):
+            return "within" if w else "OUTSIDE" if w is not None else "not comparable with"
+
+        out.append(
+            f"one seed, so read it against the published record ({ctx['record']}: {ctx['seeds']} seeds, 120 steps, "
+            f"the same methods and policy): SFPO − GRPO best validation {f(ctx['acc_diff'], '{:+.3f}')} is "
+            f"{verdict(ctx['acc_diff_within'])} the record's per-seed range "
+            f"[{ctx['record_acc_diff'][0]:+.3f}, {ctx['record_acc_diff'][1]:+.3f}]; the rollouts ratio "
+            f"{f(ctx['rollouts_ratio'], '{:.2f}')} is {verdict(ctx['rollouts_ratio_within'])} its range "
+            f"[{ctx['record_rollouts_ratio'][0]:.2f}, {ctx['record_rollouts_ratio'][1]:.2f}]. Differences of this "
+            f"size need several policies × seeds to tell from noise: docs/reproduction.md has the intervals.")
+    if res.get("cores_shared"):
+        out.append("WARNING: other processes shared the cores during this run (on average "
+                   + ", ".join(f"{k} {v['other_cores']:.1f}" for k, v in res["sharing"].items())
+                   + " cores busy besides the demo): step times and wall-clock ratios are unreliable; rollout "
+                     "counts are not affected.")
+    return "\n".join(out)
 
 
 def summary_json(res: dict) -> str:
     keys = ("grpo_best_acc", "sfpo_best_acc", "rollouts_ratio", "wallclock_ratio", "grpo_step_s", "sfpo_step_s",
             "sfpo_active_step_s", "rollouts_ratio_smoothed", "wallclock_ratio_smoothed", "start_acc", "total_s",
-            "quick")
-    return json.dumps({k: res[k] for k in keys})
+            "quick", "cores_shared", "record")
+    out = {k: res[k] for k in keys}
+    out["policy_sha256"] = (res.get("policy") or {}).get("sha256")
+    out["other_cores"] = {k: v["other_cores"] for k, v in res["sharing"].items()}
+    return json.dumps(out)

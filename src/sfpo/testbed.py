@@ -1,5 +1,6 @@
 """The CPU testbed policy: a tiny Qwen2ForCausalLM with a character tokenizer, warm-started by supervised
-learning on a task's worked solutions, saved like any model and cached on disk.
+learning on a task's worked solutions, saved like any model and cached on disk; the default policies of
+arithmetic and countdown ship with the package (``SHIPPED_DIR``), so every machine starts from the same bits.
 
 The warm-start is deliberately short: it should leave the policy able to solve some problems (pass@8 high) but
 unreliably (pass@1 well below what RL reaches), which is where RL has something to do. Nothing here is RL.
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CHARS", "SIZES", "WARM_START", "build_tokenizer", "testbed_config", "warm_start",
-           "default_cache_dir", "cache_key"]
+__all__ = ["CHARS", "SIZES", "WARM_START", "SHIPPED_DIR", "KERNEL_KNOBS", "build_tokenizer", "testbed_config",
+           "warm_start", "default_cache_dir", "cache_key", "shipped_sums", "file_sha256", "weights_sha256"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,12 @@ _FINAL_LR = 0.1
 # arithmetic went from pass@1 0.09 to 0.53 within 100 steps, so a coarse probe overshot the target
 _PROBE = dict(size=256, every=50, every_near=10)
 _THREADS = 1  # see _single_thread
+SHIPPED_DIR = Path(__file__).resolve().parent / "assets" / "testbed"
+"""Warm-started policies that ship with the package, each in the folder ``warm_start`` would cache it under, and
+``SHA256SUMS`` (``sha256sum -c`` format) over their files. Rebuild and compare: ``python -m sfpo.testbed``."""
+KERNEL_KNOBS = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+"""Environment variables that pick the CPU kernels torch runs, hence the weights a warm-start produces
+(docs/reproduction.md, "Same bits on every machine"); those that are set enter the cache key."""
 
 
 def build_tokenizer():
@@ -95,7 +102,41 @@ def cache_key(task_name: str, task_kwargs: dict, *, steps: int, batch_size: int,
     return json.dumps({"v": FORMAT_VERSION, "task": task_name, "kwargs": task_kwargs, "size": size,
                        "arch": SIZES.get(size), "chars": CHARS, "steps": steps, "batch": batch_size, "lr": lr,
                        "stop_at": stop_at, "schedule": [_WARMUP, _FINAL_LR], "probe": _PROBE, "seed": seed,
-                       "threads": _THREADS}, sort_keys=True)
+                       "threads": _THREADS, **_kernels()}, sort_keys=True)
+
+
+def _kernels() -> dict:
+    """The kernel-selecting variables that are set, under "kernels"; nothing when none is (the default build,
+    so the keys, hence the cache and shipped folder names, of default builds stay as they were)."""
+    knobs = {k: os.environ[k] for k in KERNEL_KNOBS if os.environ.get(k)}
+    return {"kernels": knobs} if knobs else {}
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_sha256(model) -> str:
+    """sha256 over a model's state dict (names, dtypes, shapes and bytes in name order): equal iff the loaded
+    weights are bit-identical, whatever file they came from."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def shipped_sums() -> dict[str, str]:
+    """{path relative to ``SHIPPED_DIR``: sha256} as recorded in ``SHA256SUMS`` (empty if nothing ships)."""
+    sums = SHIPPED_DIR / "SHA256SUMS"
+    if not sums.exists():
+        return {}
+    return {rel: digest for digest, rel in (ln.split(None, 1) for ln in sums.read_text().splitlines() if ln)}
 
 
 @contextlib.contextmanager
@@ -142,14 +183,18 @@ def _sft_batch(rows: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Te
 
 def warm_start(task_name: str = "arithmetic", task_kwargs: dict | None = None, *, steps: int | None = None,
                batch_size: int | None = None, lr: float | None = None, stop_at: float | None = WARM_START["stop_at"],
-               seed: int = 0, size: str = "tiny", cache_dir: str | Path | None = None, progress: bool = True) -> Path:
-    """The folder of the testbed policy warm-started on ``task_name``'s worked solutions (trained now, or reused).
+               seed: int = 0, size: str = "tiny", cache_dir: str | Path | None = None, progress: bool = True,
+               shipped: bool = True) -> Path:
+    """The folder of the testbed policy warm-started on ``task_name``'s worked solutions (shipped, trained now, or
+    reused).
 
     Trains at most ``steps`` steps (``steps``/``batch_size``/``lr`` default to ``WARM_START``), stopping early once
     pass@1 at temperature 1 on held-out train problems reaches ``stop_at`` (None: never). The folder lies under
     ``cache_dir`` (default ``default_cache_dir()``), named by a hash of ``cache_key``, and loads with
     ``AutoModelForCausalLM``/``AutoTokenizer.from_pretrained``; its ``sfpo_testbed.json`` records the settings and
-    how training ended. Deterministic for a given seed; torch's global RNG and thread count are left as they were.
+    how training ended. Deterministic for a given seed on one machine, but the bits follow the CPU's kernels: so
+    when the package ships a policy with exactly these settings (``SHIPPED_DIR``) and ``shipped`` is true, that
+    read-only folder is returned instead. Torch's global RNG and thread count are left as they were.
     """
     from sfpo.tasks import get_task
 
@@ -161,6 +206,9 @@ def warm_start(task_name: str = "arithmetic", task_kwargs: dict | None = None, *
                         size=size)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = root / f"{task_name}-{size}-{hashlib.sha256(key_src.encode()).hexdigest()[:16]}"
+    if shipped and (SHIPPED_DIR / path.name / "config.json").exists():
+        logger.info("testbed policy: the shipped %s", SHIPPED_DIR / path.name)
+        return SHIPPED_DIR / path.name
     if (path / "config.json").exists():
         logger.info("testbed policy: reusing %s", path)
         return path
@@ -290,3 +338,39 @@ def _train(tokenizer, rows, *, steps: int, batch_size: int, lr: float, seed: int
     model.eval()
     return model, {"steps_trained": step, "probe_pass1": probe, "stopped_early": reached and step < steps,
                    "final_loss": round(loss.item(), 4), "parameters": n_params}
+
+
+def _rebuild(argv: list[str] | None = None) -> int:
+    """``python -m sfpo.testbed``: warm-start the shipped policies again here and compare their weights' sha256
+    with ``SHA256SUMS`` (``--write`` ships the new ones instead)."""
+    import argparse
+    import tempfile
+
+    p = argparse.ArgumentParser(prog="python -m sfpo.testbed", description=_rebuild.__doc__)
+    p.add_argument("policies", nargs="*", default=["arithmetic:0", "countdown:0"], help="task:warm-start-seed")
+    p.add_argument("--write", action="store_true", help=f"copy the rebuilt folders into {SHIPPED_DIR} and "
+                                                        "rewrite SHA256SUMS")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    sums, same = shipped_sums(), True
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in args.policies:
+            task, _, seed = spec.partition(":")
+            built = warm_start(task, seed=int(seed or 0), cache_dir=tmp, progress=False, shipped=False)
+            digest = file_sha256(built / "model.safetensors")
+            want = sums.get(f"{built.name}/model.safetensors")
+            same &= digest == want
+            print(f"{spec}: {built.name}/model.safetensors {digest} "
+                  f"({'same as shipped' if digest == want else 'not shipped' if want is None else 'DIFFERS from ' + want})")
+            if args.write:
+                dest = SHIPPED_DIR / built.name
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(built, dest)
+        if args.write:
+            lines = [f"{file_sha256(f)}  {f.relative_to(SHIPPED_DIR)}" for f in sorted(SHIPPED_DIR.glob("*/*"))]
+            (SHIPPED_DIR / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    return 0 if same or args.write else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(_rebuild())

@@ -145,7 +145,8 @@ class Trainer:
             inner_steps=a.inner_steps if sfpo else a.passes - 1,
             alpha=a.alpha if sfpo else 1.0,  # GRPO with μ passes = μ-1 "fast" passes that are never pulled back
             optimizer_state=a.optimizer_state if sfpo else "carry",
-            slow_pass=a.slow_pass or not sfpo, keep_anchor=cfg.nan_guard, track_drift=sfpo)
+            slow_pass=a.slow_pass or not sfpo, keep_anchor=cfg.nan_guard, track_drift=sfpo,
+            kl_budget=a.kl_budget if sfpo and a.alpha_rule == "kl_budget" else None)
         self.switch = make_switch(a.switch if sfpo else "never", window=a.switch_window,
                                   threshold=a.switch_threshold, two_sided=a.switch_two_sided,
                                   stop_step=a.switch_stop_step)
@@ -247,7 +248,8 @@ class Trainer:
         active = self.switch.active
         pass_metrics: list[dict[str, float]] = []
         try:
-            upd = self.update.step(lambda: self._guarded(self._one_pass(batch, pass_metrics)), active=active)
+            upd = self.update.step(lambda: self._guarded(self._one_pass(batch, pass_metrics)), active=active,
+                                   measure_kl=functools.partial(self._batch_kl, batch))
         except NonFiniteError as e:
             restored = self.update.abort()
             self.nan_skips += 1
@@ -323,6 +325,25 @@ class Trainer:
         old = rollout.sampling_logprobs.to(self.device) if r.old_logprobs == "sampling" else logprobs_of(self.model)
         ref = logprobs_of(self.ref_model) if self.ref_model is not None else None
         return Batch(ids, pmask, cids, cmask, advantages, old, ref)
+
+    @torch.no_grad()
+    def _batch_kl(self, batch: Batch) -> float:
+        """KL(π_θ0 ‖ π_θ) per response token on the batch at the current weights (trust-region SFPO's
+        measurement): the k3 estimator exp(d) − 1 − d, d = log π_θ − log π_θ0, on tokens sampled from π_θ0 —
+        unbiased and never negative (the estimator of the KL penalty in ``sfpo.core.losses``)."""
+        was = self.model.training
+        self.model.eval()
+        total, tokens = 0.0, 0.0
+        for s in _chunks(len(batch), size=self.cfg.optim.micro_batch_size or len(batch)):
+            m = batch.rows(s).trimmed()
+            with self._autocast():  # the precision the old log-probs were computed in: KL 0 at θ0
+                logp, _ = sequence_logprobs(self.model, m.prompt_ids, m.prompt_mask, m.completion_ids,
+                                            m.completion_mask, self.cfg.rollout.temperature, False)
+            d = (logp - m.old_logprobs) * m.completion_mask
+            total += float(((torch.exp(d) - 1 - d) * m.completion_mask).sum())
+            tokens += float(m.completion_mask.sum())
+        self.model.train(was)
+        return total / max(tokens, 1.0)
 
     def _one_pass(self, batch: Batch, log: list[dict[str, float]]) -> dict[str, float]:
         """One pass of the base update: an optimizer step per mini-batch, micro-batched gradient accumulation."""

@@ -16,6 +16,11 @@ Two ways to drive it:
 - ``begin(active)`` / ``record_pass(loss)`` / ``end()`` let a framework whose loop owns the passes (TRL) report
   each pass as it finishes; the reposition happens inside ``record_pass`` after the K-th fast pass.
   ``state_dict`` taken between any two calls resumes the cycle exactly (the anchor travels with it).
+
+Trust-region SFPO (our variant, not the paper's): with ``kl_budget`` set, α is chosen per step so that the
+repositioned policy stays within that divergence of θ0's on the batch. The caller passes ``measure_kl`` (its
+policy's divergence from θ0's on the batch at the current weights; the caller owns the forward) and α is the
+largest value ≤ ``alpha`` that the measurement at θ̃ accepts (see ``_trust_region``).
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class SlowFastUpdate:
         slow_pass: run Stage III. False is the paper's "no slow correction" ablation: the step ends at θ̃.
         keep_anchor: take the anchor on plain steps too (switched off, α=0, K=0), so that ``abort()`` can put
             the weights back to θ0 on every step (a NaN guard); the anchor buffer exists anyway for SFPO.
+        kl_budget: trust-region SFPO: choose α ≤ ``alpha`` per step so that ``measure_kl()`` at θ̃ is at most
+            this; None (default) keeps α fixed. ``math.inf`` measures but never shrinks α (plain SFPO's bits).
     """
 
     def __init__(
@@ -83,6 +90,7 @@ class SlowFastUpdate:
         track_drift: bool = True,
         slow_pass: bool = True,
         keep_anchor: bool = False,
+        kl_budget: float | None = None,
     ) -> None:
         if isinstance(params, torch.nn.Module):
             params = params.parameters()
@@ -97,6 +105,8 @@ class SlowFastUpdate:
             raise ValueError(f"optimizer_state must be one of {OPTIMIZER_STATE_POLICIES}, got {optimizer_state!r}")
         if lr_stepping not in LR_STEPPING:
             raise ValueError(f"lr_stepping must be one of {LR_STEPPING}, got {lr_stepping!r}")
+        if kl_budget is not None and not kl_budget > 0:
+            raise ValueError(f"kl_budget must be > 0 (or None for a fixed alpha), got {kl_budget}")
         if optimizer is None and (optimizer_state != "carry" or scheduler is not None):
             raise ValueError(f"optimizer_state={optimizer_state!r} or a scheduler needs the optimizer")
         self.inner_steps = inner_steps
@@ -109,6 +119,8 @@ class SlowFastUpdate:
         self.track_drift = track_drift
         self.slow_pass = slow_pass
         self.keep_anchor = keep_anchor
+        self.kl_budget = kl_budget
+        self._measure_kl: Callable[[], float] | None = None
         self._anchor: list[torch.Tensor] | None = None
         self._saved_opt_state: dict[int, dict[str, Any]] | None = None
         self._reset()
@@ -121,16 +133,22 @@ class SlowFastUpdate:
         self.fast_done = 0
         self.metrics: dict[str, float] = {}
         self._anchor_valid = False
+        self._measure_kl = None
 
     @property
     def runs_stage_one(self) -> bool:
         return self.inner_steps > 0 and self.alpha > 0.0
 
-    def begin(self, active: bool = True) -> None:
-        """Start a training step at θ^{s,0}. ``active=False`` (switched off) makes it one plain pass."""
+    def begin(self, active: bool = True, measure_kl: Callable[[], float] | None = None) -> None:
+        """Start a training step at θ^{s,0}. ``active=False`` (switched off) makes it one plain pass.
+        ``measure_kl`` is needed with ``kl_budget``: this step's divergence from θ0's policy at the current
+        weights."""
         if self.phase != "idle":
             raise RuntimeError(f"begin() called in phase {self.phase!r}; finish the step with end() first")
         sfpo_on = active and self.runs_stage_one
+        if sfpo_on and self.kl_budget is not None and measure_kl is None:
+            raise ValueError("kl_budget (trust-region SFPO) needs measure_kl for the step")
+        self._measure_kl = measure_kl
         self.metrics = {"sfpo/active": float(active), "sfpo/alpha": self.alpha if sfpo_on else 0.0}
         if sfpo_on or self.keep_anchor:
             self._snapshot()
@@ -182,9 +200,10 @@ class SlowFastUpdate:
         self._reset()
         return restored
 
-    def step(self, base_pass: Callable[[], Any], active: bool = True) -> dict[str, float]:
+    def step(self, base_pass: Callable[[], Any], active: bool = True,
+             measure_kl: Callable[[], float] | None = None) -> dict[str, float]:
         """One whole training step: ``base_pass()`` is called K+1 times (SFPO) or once (off/α=0/K=0)."""
-        self.begin(active)
+        self.begin(active, measure_kl)
         timings = {"time/fast": 0.0, "time/slow": 0.0}
         while self.phase in ("fast", "slow"):
             stage = "time/" + self.phase
@@ -215,18 +234,16 @@ class SlowFastUpdate:
         """Stage II: θ̃ = θ0 + α(θK − θ0), in place as θ.lerp_(θ0, 1 − α); then the optimizer-state policy."""
         assert self._anchor is not None
         live = [p.detach() for p in self.params]
-        if self.track_drift:
-            drift = self._drift_norm(live)
+        drift = self._drift_norm(live) if self.track_drift else None
+        t0 = time.perf_counter()
+        alpha = self.alpha if self.kl_budget is None else self._trust_region(live)
+        if self.kl_budget is None:
+            self._lerp_to_anchor(live, 1.0 - alpha)
+        self.metrics["sfpo/alpha"] = alpha
+        if drift is not None:
             self.metrics["sfpo/drift_norm"] = drift
             # θ̃ − θ0 = α(θK − θ0) exactly in real arithmetic; no second pass over the weights is needed.
-            self.metrics["sfpo/reposition_norm"] = self.alpha * drift
-        t0 = time.perf_counter()
-        if self.alpha != 1.0:
-            if self.anchor_device is None:
-                torch._foreach_lerp_(live, self._anchor, 1.0 - self.alpha)
-            else:  # offloaded θ0 comes back one tensor at a time: the peak is one tensor, not a whole copy
-                for p, a in zip(live, self._anchor):
-                    p.lerp_(a.to(p.device, non_blocking=True), 1.0 - self.alpha)
+            self.metrics["sfpo/reposition_norm"] = alpha * drift
         if self.optimizer_state == "reset":
             for p in self.params:
                 self.optimizer.state.pop(p, None)
@@ -234,6 +251,47 @@ class SlowFastUpdate:
             self._load_optimizer_state(self._saved_opt_state)
             self._saved_opt_state = None
         self.metrics["time/reposition"] = time.perf_counter() - t0
+
+    @torch.no_grad()
+    def _lerp_to_anchor(self, live: list[torch.Tensor], weight: float) -> None:
+        """θ ← θ + weight·(θ0 − θ); weight 0 leaves the bits alone."""
+        if weight == 0.0:
+            return
+        if self.anchor_device is None:
+            torch._foreach_lerp_(live, self._anchor, weight)
+        else:  # offloaded θ0 comes back one tensor at a time: the peak is one tensor, not a whole copy
+            for p, a in zip(live, self._anchor):
+                p.lerp_(a.to(p.device, non_blocking=True), weight)
+
+    _MAX_BACKTRACKS = 4
+
+    def _trust_region(self, live: list[torch.Tensor]) -> float:
+        """Move the weights from θK to θ̃ with the largest α ≤ ``alpha`` whose measured divergence is within
+        ``kl_budget``; returns that α.
+
+        A KL-like divergence along the segment grows as α² near θ0 (its gradient vanishes there), so the first
+        guess is α = min(α_max, sqrt(budget / KL(θK))). It is checked at θ̃ and, while above the budget, shrunk
+        by the same square-root rule (at most ``_MAX_BACKTRACKS`` times, then α = 0: θ̃ = θ0). Moving from α to
+        α' < α is one more lerp toward θ0 by 1 − α'/α, because θ̃ − θ0 = α(θK − θ0). Costs one measurement at θK
+        and one per α tried (both included in ``time/reposition``).
+        """
+        budget, kl_k = self.kl_budget, float(self._measure_kl())
+        self.metrics["sfpo/kl_fast"] = kl_k
+        # a non-finite divergence says nothing about where θK is: fall back to θ0 (the slow pass is then GRPO's)
+        alpha = 0.0 if not math.isfinite(kl_k) else \
+            self.alpha if kl_k <= budget else min(self.alpha, math.sqrt(budget / kl_k))
+        self._lerp_to_anchor(live, 1.0 - alpha)
+        # measured at θ̃ even when θK was within budget: KL along the segment need not be monotone
+        kl, tries = (kl_k if alpha == 1.0 else 0.0 if alpha == 0.0 else float(self._measure_kl())), 0
+        while alpha > 0.0 and not kl <= budget:
+            new = 0.0 if tries == self._MAX_BACKTRACKS or not math.isfinite(kl) else \
+                alpha * min(0.9, math.sqrt(budget / kl))
+            self._lerp_to_anchor(live, 1.0 - new / alpha)
+            alpha, tries = new, tries + 1
+            kl = 0.0 if alpha == 0.0 else float(self._measure_kl())
+        self.metrics["sfpo/kl_reposition"] = kl
+        self.metrics["sfpo/alpha_backtracks"] = float(tries)
+        return alpha
 
     def _drift_norm(self, live: list[torch.Tensor]) -> float:
         """‖θK − θ0‖ over all trainable tensors, in float32 per tensor, one host sync in all (not one per

@@ -37,9 +37,11 @@ def get_task(name: str, /, **kwargs) -> Task:
 def _register_builtin() -> None:
     from sfpo.tasks.arithmetic import ArithmeticTask
     from sfpo.tasks.countdown import CountdownTask
+    from sfpo.tasks.multiplication import MultiplicationTask
 
     register_task("arithmetic", ArithmeticTask)
     register_task("countdown", CountdownTask)
+    register_task("multiplication", MultiplicationTask)
     try:
         from sfpo.tasks.math import register as register_math  # needs datasets + math-verify (train extra)
     except ImportError:

@@ -1,0 +1,140 @@
+"""The reproduction harness's statistics on hand-made run records (no training): the paired two-level bootstrap,
+the "within noise" verdicts, the best-lr choice, the grid plan and the report's results.json keys."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from sfpo.compare import bootstrap_ci, effect_summary, ratio_median
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import reproduce  # noqa: E402
+
+
+def record(method, policy, seed, reach_at, best, *, task="arithmetic", lr=1e-4, test=None, shared=False):
+    """A run whose validation accuracy climbs linearly from 0.3 to ``best`` at rollout ``reach_at`` (then stays)."""
+    val = []
+    for step in range(0, 11):
+        rollouts = step * 256
+        acc = 0.3 + (best - 0.3) * min(1.0, rollouts / reach_at)
+        val.append([step, rollouts, step * (2.0 if method == "grpo_4passes" else 1.0), acc])
+    return {"task": task, "method": method, "lr": lr, "policy": policy, "seed": seed, "overrides": [], "val": val,
+            "best_val": best, "test_of_best": best if test is None else test, "step_s": 1.0, "alpha": None,
+            "kl_fast": None, "cpu_per_wall": 0.5 if shared else 0.97, "cores_shared": shared,
+            "phase_s": {"time/rollout": 0.1, "time/old_logprobs": 0.05, "time/update": 0.5},
+            "policy_info": {"folder": f"{task}-p{policy}", "shipped": policy == 0, "sha256": "ab" * 32,
+                            "steps_trained": 650, "probe_pass1": 0.3}}
+
+
+def test_ratio_median_ranks_never_below_every_ratio():
+    assert ratio_median([2.0, 1.0, 3.0]) == 2.0
+    assert ratio_median([2.0, None, 3.0]) == 2.0  # one failure of three: the middle run still reached it
+    assert ratio_median([None, None, 3.0]) is None  # most runs never reached: so is the median
+    assert ratio_median([None, 1.0, 3.0, 5.0]) == 2.0 and ratio_median([]) is None
+
+
+def test_bootstrap_is_deterministic_and_degenerate_on_constant_units():
+    units = {0: {0: 1.5, 1: 1.5}, 1: {0: 1.5}}
+    assert bootstrap_ci(units, ratio_median) == (1.5, 1.5)
+    noisy = {p: {s: 1.0 + 0.1 * ((p * 3 + s) % 5 - 2) for s in range(3)} for p in range(3)}
+    assert bootstrap_ci(noisy, ratio_median, seed=7) == bootstrap_ci(noisy, ratio_median, seed=7)
+    lo, hi = bootstrap_ci(noisy, ratio_median)
+    assert 0.8 <= lo < 1.0 < hi <= 1.2  # inside the data's range, and around its centre
+
+
+def test_two_level_bootstrap_is_wider_when_policies_disagree():
+    # same 9 values, arranged so that the spread is between policies (left) or within each policy (right)
+    between = {0: {0: 0.9, 1: 0.9, 2: 0.9}, 1: {0: 1.0, 1: 1.0, 2: 1.0}, 2: {0: 1.1, 1: 1.1, 2: 1.1}}
+    within = {p: {0: 0.9, 1: 1.0, 2: 1.1} for p in range(3)}
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    lo_b, hi_b = bootstrap_ci(between, mean)
+    lo_w, hi_w = bootstrap_ci(within, mean)
+    assert hi_b - lo_b > hi_w - lo_w
+
+
+def test_verdicts():
+    clear = {p: {s: 2.0 + 0.01 * s for s in range(3)} for p in range(3)}
+    assert effect_summary(clear, kind="ratio")["verdict"] == "higher"
+    worse = {p: {s: 0.5 for s in range(3)} for p in range(3)}
+    assert effect_summary(worse, kind="ratio")["verdict"] == "lower"
+    never = {p: {s: None for s in range(3)} for p in range(3)}
+    e = effect_summary(never, kind="ratio")
+    assert e["point"] is None and e["ci"] == [None, None] and e["verdict"] == "lower"
+    mixed = {0: {0: 1.4, 1: 0.7, 2: 1.1}, 1: {0: 0.8, 1: 1.3, 2: 0.9}, 2: {0: 1.2, 1: 0.75, 2: 1.05}}
+    assert effect_summary(mixed, kind="ratio")["verdict"] == "within noise"
+    diffs = {0: {0: 0.03, 1: -0.02}, 1: {0: 0.01, 1: -0.03}}
+    d = effect_summary(diffs, kind="difference")
+    assert d["verdict"] == "within noise" and d["point"] == pytest.approx(-0.0025)
+    assert effect_summary({0: {0: 0.05, 1: 0.04}, 1: {0: 0.06}}, kind="difference")["verdict"] == "higher"
+    with pytest.raises(ValueError, match="kind must be"):
+        effect_summary(clear, kind="mean")
+
+
+def test_compare_pairs_runs_by_policy_and_seed():
+    grpo = {p: {s: record("grpo", p, s, 2000, 0.5) for s in range(2)} for p in range(2)}
+    sfpo = {p: {s: record("sfpo_noswitch", p, s, 1000, 0.55) for s in range(2)} for p in range(2)}
+    sfpo[1][2] = record("sfpo_noswitch", 1, 2, 1000, 0.55)  # no GRPO partner: not a unit
+    c = reproduce.compare(grpo, sfpo)
+    r = c["rollouts_ratio"]
+    # GRPO first reaches its best at 2048 rollouts (the val point after 2000); SFPO passes 0.5 at 800, seen at 1024
+    assert r["n"] == 4 and r["reached"] == 4 and r["point"] == pytest.approx(2.0)
+    assert r["ci"] == [pytest.approx(2.0)] * 2 and r["verdict"] == "higher"
+    assert c["best_val_diff"]["point"] == pytest.approx(0.05) and c["best_val_diff"]["verdict"] == "higher"
+    assert c["wallclock_reliable"]
+    sfpo[0][0]["cores_shared"] = True
+    assert not reproduce.compare(grpo, sfpo)["wallclock_reliable"]
+
+
+def full_sweep(task, best_lr):
+    """Policy-0 sweep records (seeds 0, 1) where every method is best at ``best_lr[method]``."""
+    recs = []
+    for m in reproduce.GRID_METHODS:
+        for lr in reproduce.LRS:
+            for s in (0, 1):
+                recs.append(record(m, 0, s, 2000, 0.6 if lr == best_lr[m] else 0.4, task=task, lr=lr))
+    return recs
+
+
+def test_plan_waits_for_the_sweep_then_runs_each_method_at_its_best_lr():
+    runs, waiting = reproduce.plan("issue12", [0, 1, 2], [])
+    assert len(runs) == 2 * len(reproduce.GRID_METHODS) * len(reproduce.LRS) * 2 and len(waiting) == 4
+    assert runs[0]["task"] == "arithmetic" and {r["task"] for r in runs} == {"arithmetic", "countdown"}
+    best = {"grpo": 3e-5, "grpo_4passes": 1e-5, "sfpo_noswitch": 1e-4, "sfpo_tr": 1e-4}
+    recs = full_sweep("arithmetic", best)
+    assert reproduce.best_lrs(recs, "arithmetic") == best and reproduce.best_lrs(recs, "countdown") is None
+    runs, waiting = reproduce.plan("issue12", [0, 1, 2], recs)
+    main = [r for r in runs if r["task"] == "arithmetic" and (r["policy"] > 0 or r["seed"] == 2)]
+    assert len(main) == len(reproduce.GRID_METHODS) * 7  # 9 units per method, 2 of them (policy 0) in the sweep
+    assert all(r["lr"] == best[r["method"]] for r in main)
+    assert {r["task"] for r in runs} >= {"multiplication", "arith8"} and len(waiting) == 1
+    names = [reproduce.record_name(r["task"], r["method"], r["lr"], r["policy"], r["seed"]) for r in runs]
+    assert len(names) == len(set(names))
+
+
+def test_report_keeps_the_historic_keys_and_adds_intervals(tmp_path):
+    recs = [record(m, 0, s, 2000 if m == "grpo" else 1600, 0.5 + 0.01 * s, lr=lr, shared=(s == 1))
+            for m in reproduce.GRID_METHODS for lr in reproduce.LRS for s in (0, 1)]
+    res = reproduce.write_report(recs, 300, ["later"], tmp_path / "reproduction", {"command": "test"})
+    saved = json.loads((tmp_path / "reproduction" / "results.json").read_text())
+    assert saved["partial"] and saved["policies"]["arithmetic"]["0"]["sha256"] == "ab" * 32
+    assert saved["seeds"] == [0, 1]
+    for key in ("rollouts_ratio_vs_grpo", "rollouts_ratio_vs_grpo_passes", "wallclock_ratio_vs_grpo",
+                "wallclock_ratio_vs_grpo_passes"):
+        block = saved[key]
+        assert set(block) >= {"median", "per_seed", "ci"} and len(block["ci"]) == 2
+    assert saved["rollouts_ratio_vs_grpo"]["median"] == pytest.approx(2048 / 1792)
+    assert saved["wallclock_ratio_vs_grpo"]["reliable"] is False  # seed 1's runs shared their cores
+    md = (tmp_path / "reproduction.md").read_text()
+    assert "**Partial:**" in md and "unreliable" in md and "95% CI" in md
+    assert res["best_lr"]["arithmetic"]["grpo"] == 1e-5  # all lrs tie: the smallest wins
+
+
+def test_fewer_than_three_runs_get_no_verdict():
+    one = effect_summary({0: {0: 2.0}}, kind="ratio")
+    assert one["ci"] is None and one["verdict"] == "too few runs" and one["point"] == 2.0
+    two = effect_summary({0: {0: 2.0, 1: 2.2}}, kind="ratio")
+    assert two["ci"] == [2.0, 2.2] and two["verdict"] == "too few runs"  # two agreeing seeds are no evidence
+    assert effect_summary({0: {0: 2.0, 1: 2.2, 2: 2.1}}, kind="ratio")["verdict"] == "higher"
+    assert effect_summary({}, kind="difference")["verdict"] == "not measurable"
