@@ -1,7 +1,7 @@
 """Padded share of the training forward's tokens: fixed-size micro-batches against token-budget buckets.
 
 A micro-batch is padded to its longest prompt and response; ``optim.micro_batch_tokens`` sorts a mini-batch's rows
-by length and packs them up to a token budget (``sfpo.trainer.token_budget_rows``). Two shapes:
+by length and packs them up to a token budget (``sfpo.batching.token_budget_rows``). Two shapes:
 
 * testbed: one real rollout step of the cached testbed policy on arithmetic (32 prompts × 8, 16 new tokens);
 * paper-like: 256 prompts × 8 responses in 4 mini-batches with SYNTHETIC lengths (prompts lognormal around 150
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
-from sfpo.trainer import token_budget_rows  # noqa: E402
+from sfpo.batching import token_budget_rows  # noqa: E402
 
 
 def padding_frac(p: torch.Tensor, t: torch.Tensor, mini_batches: int, micro) -> float:

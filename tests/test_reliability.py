@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import sfpo.checkpointing
 import sfpo.trainer
 from sfpo.cli import main
 from sfpo.trainer import CheckpointError, TrainingStalled, Trainer
@@ -126,8 +127,8 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypa
     if where == "trainer_state":  # what torch's stream writer says when the disk fills up under it
         def save(*a, **k):
             raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 3724288 vs 3724180")
-        monkeypatch.setattr(sfpo.trainer.torch, "save", save)
-        monkeypatch.setattr(sfpo.trainer.shutil, "disk_usage", lambda p: SimpleNamespace(free=1024))
+        monkeypatch.setattr(sfpo.checkpointing.torch, "save", save)
+        monkeypatch.setattr(sfpo.checkpointing.shutil, "disk_usage", lambda p: SimpleNamespace(free=1024))
     else:
         def save_pretrained(*a, **k):
             raise OSError(errno.ENOSPC, "No space left on device")

@@ -7,7 +7,8 @@ import torch
 
 from tiny import ToyTask, make_model, make_tokenizer
 from sfpo.config import ConfigError, load_config
-from sfpo.trainer import Trainer, token_budget_rows
+from sfpo.batching import token_budget_rows
+from sfpo.trainer import Trainer
 
 # first_pass() replaces optimizer.step to read the gradients, which torch notices at the scheduler step
 pytestmark = pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")

@@ -3,34 +3,32 @@
 The update is GRPO (``passes`` plain passes over the rollout batch) or SFPO through ``sfpo.core``; everything
 else is shared, so the two differ only where the paper says they do. Runs are deterministic for a seed on CPU
 (data order and sampling seeds derive from (seed, step)) and resume exactly from a checkpoint.
-Generation engines, tasks and losses live in their own modules; this file only wires them.
+Generation engines, tasks and losses live in their own modules, batches in ``sfpo.batching`` and checkpoints in
+``sfpo.checkpointing``; this file only wires them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import errno
 import functools
 import json
 import logging
 import math
-import pickle
 import random
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sfpo.batching import Batch, chunks, token_budget_rows
+from sfpo.checkpointing import CheckpointError, CheckpointMixin, tensor_count
 from sfpo.config import ConfigError, TrainConfig, to_dict
 from sfpo.core import LossConfig, SlowFastUpdate, compute_advantages, loss_normalizer, make_switch, policy_loss
 from sfpo.evaluate import RewardError, evaluate, score
 from sfpo.metrics import MetricsWriter
-from sfpo.policy import PolicyLoadError, add_lora, check_weight_files, load_policy, nonfinite_params, sequence_logprobs
+from sfpo.policy import add_lora, load_policy, nonfinite_params, sequence_logprobs
 from sfpo.rollout import SamplingParams, make_engine
 
 __all__ = ["Trainer", "RewardError", "NonFiniteError", "TrainingStalled", "CheckpointError"]
@@ -46,69 +44,7 @@ class TrainingStalled(RuntimeError):
     """``max_consecutive_skips`` steps in a row were skipped: the run makes no progress and stops."""
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be written (disk full, non-finite weights) or read back (a damaged file)."""
-
-
-@dataclass
-class Batch:
-    """One rollout batch as the update sees it. N = prompts × group_size responses."""
-
-    prompt_ids: torch.Tensor  # (N, P)
-    prompt_mask: torch.Tensor  # (N, P)
-    completion_ids: torch.Tensor  # (N, T)
-    completion_mask: torch.Tensor  # (N, T)
-    advantages: torch.Tensor  # (N,)
-    old_logprobs: torch.Tensor  # (N, T) at θ0
-    ref_logprobs: torch.Tensor | None  # (N, T) reference policy, only with kl_coef > 0
-
-    def rows(self, idx: slice) -> "Batch":
-        pick = lambda t: None if t is None else t[idx]  # noqa: E731
-        return Batch(*(pick(getattr(self, f)) for f in self.__dataclass_fields__))
-
-    def __len__(self) -> int:
-        return self.prompt_ids.shape[0]
-
-    def trimmed(self) -> "Batch":
-        """Drop padding columns no row of this (micro-)batch uses: a batch is padded to the step's longest prompt
-        and response, and short micro-batches should not pay for them. Masked math is unchanged."""
-        p0 = int(self.prompt_mask.any(0).long().argmax())  # first prompt column any row uses (left padding)
-        t1 = max(int(self.completion_mask.sum(-1).max()), 1)  # last response column any row uses
-        return Batch(self.prompt_ids[:, p0:], self.prompt_mask[:, p0:], self.completion_ids[:, :t1],
-                     self.completion_mask[:, :t1], self.advantages, self.old_logprobs[:, :t1],
-                     None if self.ref_logprobs is None else self.ref_logprobs[:, :t1])
-
-
-def token_budget_rows(prompt_lens: torch.Tensor, completion_lens: torch.Tensor, budget: int) -> list[torch.Tensor]:
-    """Rows of a mini-batch packed into micro-batches of at most ``budget`` padded tokens (verl's dynamic batch
-    size, for a padded rather than packed forward): rows sorted by response length, then prompt length (responses
-    vary most; a total-length sort mixes long prompts with long responses and left 31% more padding on a paper-like
-    shape, benchmarks/bench_padding.py), then consecutive rows grouped while rows × (longest prompt + longest
-    response in the group) ≤ budget; a row over budget goes alone. Returns index tensors (into the mini-batch)
-    that cover every row exactly once."""
-    key = completion_lens * (int(prompt_lens.max()) + 1) + prompt_lens
-    order = torch.sort(key, stable=True).indices.tolist()
-    groups: list[list[int]] = []
-    max_p = max_t = 0
-    for i in order:
-        p, t = int(prompt_lens[i]), int(completion_lens[i])
-        if groups and (len(groups[-1]) + 1) * (max(max_p, p) + max(max_t, t)) <= budget:
-            groups[-1].append(i)
-            max_p, max_t = max(max_p, p), max(max_t, t)
-        else:
-            groups.append([i])
-            max_p, max_t = p, t
-    return [torch.tensor(g, dtype=torch.long) for g in groups]
-
-
-def _chunks(n: int, parts: int | None = None, size: int | None = None) -> list[slice]:
-    if size:
-        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-    bounds = [round(i * n / parts) for i in range(parts + 1)]
-    return [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
-
-
-class Trainer:
+class Trainer(CheckpointMixin):
     def __init__(self, cfg: TrainConfig, model=None, tokenizer=None, task=None) -> None:
         self.cfg = cfg
         if cfg.threads:
@@ -318,7 +254,7 @@ class Trainer:
             else:
                 with self._autocast():
                     out = torch.cat([sequence_logprobs(model, ids[s], pmask[s], cids[s], cmask[s], r.temperature,
-                                                       False)[0] for s in _chunks(len(cids), size=mb)])
+                                                       False)[0] for s in chunks(len(cids), size=mb)])
             model.train(was)
             return out
 
@@ -334,7 +270,7 @@ class Trainer:
         was = self.model.training
         self.model.eval()
         total, tokens = 0.0, 0.0
-        for s in _chunks(len(batch), size=self.cfg.optim.micro_batch_size or len(batch)):
+        for s in chunks(len(batch), size=self.cfg.optim.micro_batch_size or len(batch)):
             m = batch.rows(s).trimmed()
             with self._autocast():  # the precision the old log-probs were computed in: KL 0 at θ0
                 logp, _ = sequence_logprobs(self.model, m.prompt_ids, m.prompt_mask, m.completion_ids,
@@ -350,7 +286,7 @@ class Trainer:
         o = self.cfg.optim
         sums: dict[str, float] = {}
         n_mb = 0
-        for mb in _chunks(len(batch), parts=o.mini_batches):
+        for mb in chunks(len(batch), parts=o.mini_batches):
             mini = batch.rows(mb)
             norm = loss_normalizer(self.loss_cfg.aggregation, mini.completion_mask)
             self.optimizer.zero_grad(set_to_none=True)
@@ -441,10 +377,10 @@ class Trainer:
         if o.micro_batch_tokens:
             return token_budget_rows(mini.prompt_mask.sum(-1).cpu(), mini.completion_mask.sum(-1).cpu(),
                                      o.micro_batch_tokens)
-        return _chunks(len(mini), size=o.micro_batch_size or len(mini))
+        return chunks(len(mini), size=o.micro_batch_size or len(mini))
 
     def _mini_slices(self, n: int) -> list[slice]:
-        return _chunks(n, parts=self.cfg.optim.mini_batches)
+        return chunks(n, parts=self.cfg.optim.mini_batches)
 
     def _bucketed_logprobs(self, model, batch: Batch) -> torch.Tensor:
         """Log-probs (N, T) computed on exactly the micro-batches the training passes will use."""
@@ -476,43 +412,6 @@ class Trainer:
         return bool(self.cfg.max_rollouts) and self.rollouts >= self.cfg.max_rollouts
 
     # ---------------------------------------------------------------------------------------- guards
-    def _preflight(self) -> None:
-        """What would otherwise fail late, or with a message pointing elsewhere, checked before a model loads."""
-        _check_output_dir(self.out)
-        name = self.cfg.task.name
-        try:
-            self.train_examples = self.task.examples("train")
-            self.val_examples = self.task.examples(self.cfg.eval.split, self.cfg.eval.num_prompts)
-        except ValueError as e:  # empty or unparseable data, a missing column: the task names the file
-            raise ConfigError(str(e) if str(e).startswith(name) else f"task {name!r}: {e}") from None
-        if not self.train_examples:
-            raise ConfigError(f"task {name!r} has no training examples")
-        if self.cfg.resume:
-            self._check_earlier_run()
-
-    def _check_earlier_run(self) -> None:
-        """The checkpoint a resume would use must be readable and from this kind of run (its config is read
-        memory-mapped, its weight files' headers only)."""
-        ckpts = self._checkpoints()
-        if not ckpts:
-            return
-        path = ckpts[-1]
-        fix = f"delete {path} to resume from the checkpoint before it (or from the start)"
-        try:
-            check_weight_files(path)
-            saved = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False, mmap=True)
-            theirs = _run_kind(saved["config"])
-        except PolicyLoadError as e:
-            raise CheckpointError(f"cannot resume: {e}; {fix}") from None
-        except (OSError, RuntimeError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as e:
-            raise CheckpointError(f"cannot resume: {path / 'trainer_state.pt'} is damaged ({e}); {fix}") from None
-        ours = _run_kind(to_dict(self.cfg))
-        if theirs != ours:
-            describe = lambda kind: ", ".join(f"{k}={v}" for k, v in kind.items())  # noqa: E731
-            raise ConfigError(f"output_dir {self.out} holds another run: {path.name} was saved by a run with "
-                              f"{describe(theirs)}, this one has {describe(ours)}. Use another output_dir, or "
-                              f"delete {self.out / 'checkpoints'} to start this run there")
-
     def _guarded(self, result: dict[str, float]) -> dict[str, float]:
         """A pass's result, once the weights it left are finite and within ``max_update_ratio`` of θ0; otherwise
         the step is abandoned as for a NaN loss, before anything can be saved from it."""
@@ -522,7 +421,7 @@ class Trainer:
         ratio = self.cfg.max_update_ratio
         if not math.isfinite(moved):
             bad = nonfinite_params(self.model)
-            raise NonFiniteError(f"the update made NaN/inf weights in {_tensors(bad)} (first {bad[0]!r})" if bad else
+            raise NonFiniteError(f"the update made NaN/inf weights in {tensor_count(bad)} (first {bad[0]!r})" if bad else
                                  "the update exploded: ‖θ − θ0‖ overflows float32")
         if ratio > 0 and size > 0 and moved > ratio * size:
             raise NonFiniteError(f"the update exploded: ‖θ − θ0‖ = {moved:.3g} is {moved / size:.3g} × ‖θ0‖ "
@@ -601,159 +500,3 @@ class Trainer:
         if u.extra_bytes() == 0 and (u.keep_anchor or u.runs_stage_one):
             return sum(p.numel() * p.element_size() for p in u.params)
         return u.extra_bytes()
-
-    # ---------------------------------------------------------------------------------- checkpoints
-    def _save_model(self, path: Path) -> None:
-        from safetensors import SafetensorError
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # a shard bar per save would drown the training progress bar
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            self.model.save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
-        except (OSError, RuntimeError, SafetensorError) as e:  # a full disk: keep what `path` held
-            error = self._write_error(path, e)  # before the cleanup frees the space again
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise error from None
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
-
-    def _load_model_weights(self, path: Path) -> None:
-        if (path / "adapter_model.safetensors").exists():  # a PEFT checkpoint holds the adapters only
-            from peft import set_peft_model_state_dict
-
-            state = _load_file(path / "adapter_model.safetensors", self.device)
-            unexpected = set_peft_model_state_dict(self.model, state).unexpected_keys
-            if unexpected:
-                raise RuntimeError(f"adapter checkpoint {path} does not match the model: unexpected={unexpected}")
-            return
-        state = {}
-        for f in sorted(path.glob("*.safetensors")):
-            state.update(_load_file(f, self.device))
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if "lm_head" not in k]:  # a tied lm_head is not saved
-            raise RuntimeError(f"checkpoint {path} does not match the model: missing={missing}, "
-                               f"unexpected={unexpected}")
-
-    def save_checkpoint(self) -> Path:
-        """A resumable checkpoint: HF model folder + trainer_state.pt (optimizer, scheduler, SFPO, counters)."""
-        root = self.out / "checkpoints"
-        path = root / f"step_{self.step:06d}"
-        bad = nonfinite_params(self.model)
-        if bad:  # nothing resumes from it; the last checkpoint written stays the newest
-            raise CheckpointError(f"not writing {path}: NaN/inf weights in {_tensors(bad)} (first {bad[0]!r}); "
-                                  "nan_guard=true skips the steps that produce them")
-        self._save_model(path)
-        state = {
-            "step": self.step, "rollouts": self.rollouts, "train_time": self.train_time, "best": self.best,
-            "nan_skips": self.nan_skips, "consecutive_skips": self.consecutive_skips,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "update": self.update.state_dict(),
-            "switch": self.switch.state_dict(), "torch_rng": torch.get_rng_state(),
-            "python_rng": random.getstate(), "config": to_dict(self.cfg),
-        }
-        try:
-            torch.save(state, path / "trainer_state.tmp")
-        except (OSError, RuntimeError) as e:  # torch's stream writer reports a full disk as a RuntimeError
-            error = self._write_error(path, e)
-            shutil.rmtree(path, ignore_errors=True)  # a model without its trainer state resumes nothing
-            raise error from None
-        (path / "trainer_state.tmp").rename(path / "trainer_state.pt")
-        for old in self._checkpoints()[:-max(self.cfg.keep_checkpoints, 1)]:  # complete ones: a partial never counts
-            (old / "trainer_state.pt").unlink()  # first: a deletion cut short leaves no resumable-looking folder
-            shutil.rmtree(old, ignore_errors=True)
-        return path
-
-    def _write_error(self, path: Path, e: Exception) -> CheckpointError:
-        free = shutil.disk_usage(self.out).free
-        need = sum(p.numel() * p.element_size() for p in self.params)  # what save_pretrained writes (LoRA: adapters)
-        if getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or free < need:
-            why = f"the disk is full ({_size(free)} free under {self.out}, the weights alone take {_size(need)})"
-        else:
-            why = f"{type(e).__name__}: {e}"
-        older = [p for p in self._checkpoints() if p.name != path.name]
-        kept = f"the checkpoint before it, {older[-1]}, is intact" if older else "no earlier checkpoint exists"
-        if path.name == "best" and path.exists():
-            kept = f"{path} keeps the previous best policy"
-        return CheckpointError(f"could not write {path}: {why}; {kept}")
-
-    def _checkpoints(self) -> list[Path]:
-        """Complete step checkpoints, oldest first (trainer_state.pt is renamed into place last)."""
-        return sorted(p for p in (self.out / "checkpoints").glob("step_*") if (p / "trainer_state.pt").exists())
-
-    def _follow_config_lr(self, saved: dict[str, Any]) -> None:
-        """Optimizer and scheduler state carry the checkpoint's LR; a resume with another optim.lr (as after a run
-        stopped on exploding updates) continues with the configured one."""
-        old, new = saved["optim"]["lr"], self.cfg.optim.lr
-        if old == new:
-            return
-        logger.warning("optim.lr is %g, the checkpoint was trained with %g: continuing with %g", new, old, new)
-        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
-        self.scheduler.base_lrs = [new] * len(self.optimizer.param_groups)
-        for g in self.optimizer.param_groups:
-            g["initial_lr"], g["lr"] = new, new * factor
-
-    def _maybe_resume(self) -> int | None:
-        ckpts = self._checkpoints()
-        if not ckpts:
-            return None
-        path = ckpts[-1]
-        state = torch.load(path / "trainer_state.pt", map_location=self.device, weights_only=False)
-        self._load_model_weights(path)
-        bad = nonfinite_params(self.model)
-        if bad:
-            raise CheckpointError(f"cannot resume: {path} holds NaN/inf weights (first {bad[0]!r}); delete {path} "
-                                  "to resume from the checkpoint before it (or from the start)")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self._follow_config_lr(state["config"])
-        self.update.load_state_dict(state["update"])
-        self.switch.load_state_dict(state["switch"])
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(state["python_rng"])
-        self.step, self.rollouts, self.train_time = state["step"], state["rollouts"], state["train_time"]
-        self.best, self.nan_skips = state["best"], state["nan_skips"]
-        self.consecutive_skips = state.get("consecutive_skips", 0)  # absent from checkpoints of older versions
-        logger.info("resumed from %s (step %d, %d rollouts)", path, self.step, self.rollouts)
-        return self.step
-
-
-def _check_output_dir(out: Path) -> None:
-    """output_dir must be, or become, a folder this process can write."""
-    existing = next(p for p in (out, *out.parents) if p.exists())  # parents end at "." or "/"
-    if not existing.is_dir():
-        where = "is a file" if existing == out else f"lies under {existing}, which is a file"
-        raise ConfigError(f"output_dir {out} {where}; point output_dir at a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()
-    except OSError as e:
-        raise ConfigError(f"output_dir {out} is not writable: {e.strerror or e}") from None
-
-
-def _run_kind(cfg: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint must share with the run that resumes it; other settings may change on resume."""
-    a = cfg["algorithm"]
-    return {"algorithm": a["name"], "switch": a["switch"] if a["name"] == "sfpo" else "never",
-            "lora_rank": cfg["model"]["lora_rank"]}
-
-
-def _load_file(f: Path, device: torch.device) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(f), device=str(device))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{f} is truncated or corrupt ({e}); delete its checkpoint folder to resume from "
-                              "the one before it") from None
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
-
-
-def _tensors(names: list[str]) -> str:
-    return f"{len(names)} tensor" + ("s" if len(names) > 1 else "")
