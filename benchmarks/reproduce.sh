@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The exact commands behind every number in docs/reproduction.md (run from the repository root, in the
-# virtualenv the README sets up). Every finished run leaves a record in docs/reproduction/runs/ and is never
+# virtualenv the README sets up). Every finished run leaves a record in docs/reproduction/records/ and is never
 # rerun, so re-running (here or on another machine, after pulling the committed records) continues the grid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
