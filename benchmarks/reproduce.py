@@ -17,15 +17,16 @@ in any later session (an interrupted run resumes from its checkpoint under --out
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import json
 import logging
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,29 +91,42 @@ def spec(task: str, method: str, lr: float, policy: int, seed: int) -> dict:
             "overrides": METHODS[method] + TASKS[task] + [f"optim.lr={lr}", f"model.warmup_seed={policy}"]}
 
 
-def sweep(task: str, seeds=(0, 1), policy: int = 0) -> list[dict]:
+SELECT = (0, 0)  # (policy, seed) whose sweep picks each method's lr; held out of the comparison at that lr
+POLICIES = (0, 1, 2)
+SEEDS = (1, 2, 3)  # the comparison's seeds: none of them took part in choosing the lr
+
+
+def sweep(task: str, seeds=(SELECT[1],), policy: int = SELECT[0]) -> list[dict]:
     # seed-major, then lr: a partial sweep already compares every method at each lr for the first seed
     return [spec(task, m, lr, policy, s) for s in seeds for lr in LRS for m in GRID_METHODS]
 
 
 def at_best(task: str, best: dict[str, float], policies, seeds) -> list[dict]:
-    return [spec(task, m, best[m], p, s) for p in policies for s in seeds for m in GRID_METHODS]
+    # seed-major over policies: a partial comparison already spans every policy
+    return [spec(task, m, best[m], p, s) for s in seeds for p in policies for m in GRID_METHODS]
 
 
 def best_lrs(records: list[dict], task: str) -> dict[str, float] | None:
-    """Each method's learning rate with the highest mean best validation accuracy in ``task``'s sweep (policy
-    0); None until the sweep has a record for every method at every lr."""
+    """Each method's learning rate with the highest best validation accuracy in ``task``'s sweep on the selection
+    unit (policy 0, seed 0); None until that sweep has a record for every method at every lr. The comparison at
+    these lrs runs on other (policy, seed) units, so choosing the lr does not flatter the method that won it."""
     cells = index(records)
     out = {}
     for m in GRID_METHODS:
         scores = {}
         for lr in LRS:
-            vals = [r["best_val"] for r in cells.get((task, m, lr), {}).get(0, {}).values()]
-            if not vals:
+            rec = cells.get((task, m, lr), {}).get(SELECT[0], {}).get(SELECT[1])
+            if rec is None:
                 return None
-            scores[lr] = sum(vals) / len(vals)
+            scores[lr] = rec["best_val"]
         out[m] = max(scores, key=lambda lr: (scores[lr], -lr))
     return out
+
+
+def held_out(cell: dict[int, dict[int, dict]]) -> dict[int, dict[int, dict]]:
+    """A cell without the selection unit."""
+    out = {p: {s: r for s, r in seeds.items() if (p, s) != SELECT} for p, seeds in cell.items()}
+    return {p: seeds for p, seeds in out.items() if seeds}
 
 
 def plan(grid: str, seeds: list[int], records: list[dict]) -> tuple[list[dict], list[str]]:
@@ -132,24 +146,29 @@ def plan(grid: str, seeds: list[int], records: list[dict]) -> tuple[list[dict], 
                 for m in ("grpo", "grpo_4passes", "sfpo_noswitch")], waiting
     if grid != "issue12":
         raise SystemExit(f"unknown grid {grid!r}")
-    runs = sweep("arithmetic") + sweep("countdown")
-    n = len(GRID_METHODS)
+    # In order of what each run adds: a task's lr sweep (selection unit), then its comparison at each method's
+    # best lr (3 policies × 3 seeds); arithmetic first, then countdown, then the untuned task and the
+    # generation-heavy setting (1 policy × 3 seeds at arithmetic's lrs), and last the sweep's second seed
+    # (how stable the choice of lr is).
+    n, runs = len(GRID_METHODS), []
     for task in ("arithmetic", "countdown"):
+        runs += sweep(task)
         best = best_lrs(records, task)
-        if best is None:  # 9 units per method, of which the sweep ran 2 (policy 0, seeds 0 and 1)
-            waiting.append(f"{task} at each method's best lr (3 policies × 3 seeds, {7 * n} more runs): after "
-                           f"the {task} sweep")
+        if best is None:
+            waiting.append(f"{task} at each method's best lr ({len(POLICIES)} policies × {len(SEEDS)} seeds, "
+                           f"{len(POLICIES) * len(SEEDS) * n} runs): after the {task} sweep")
         else:
-            runs += at_best(task, best, (0, 1, 2), (0, 1, 2))
+            runs += at_best(task, best, POLICIES, SEEDS)
     best = best_lrs(records, "arithmetic")
     for task in ("multiplication", "arith8"):
         if best is None:
-            waiting.append(f"{task} (1 policy × 3 seeds at arithmetic's best lrs, {3 * n} runs): after the "
-                           "arithmetic sweep")
+            waiting.append(f"{task} (1 policy × {len(SEEDS)} seeds at arithmetic's best lrs, {len(SEEDS) * n} runs): "
+                           "after the arithmetic sweep")
         else:
-            runs += at_best(task, best, (0,), (0, 1, 2))
+            runs += at_best(task, best, (0,), SEEDS)
+    runs += sweep("arithmetic", seeds=(1,)) + sweep("countdown", seeds=(1,))
     seen, ordered = set(), []
-    for r in runs:  # the sweep's policy-0 runs at a best lr are main-table runs too: run them once
+    for r in runs:  # the second sweep seed's runs at a best lr are comparison runs too: run them once
         name = record_name(r["task"], r["method"], r["lr"], r["policy"], r["seed"])
         if name not in seen:
             seen.add(name)
@@ -158,6 +177,9 @@ def plan(grid: str, seeds: list[int], records: list[dict]) -> tuple[list[dict], 
 
 
 # ---------------------------------------------------------------------------------------------- one run
+_POLICY_LOCK = threading.Lock()
+
+
 def _policy(task: str, policy: int) -> dict:
     """Build (or find) the starting policy of ``task`` for warm-start seed ``policy``; its identity."""
     from sfpo.config import load_config
@@ -212,28 +234,35 @@ def make_record(sp: dict, metrics: list[dict], summary: dict, wall_s: float, cpu
             "policy_info": policy, "env": env}
 
 
-def run_one(sp: dict, out: Path, records: Path, extra: list[str], threads: int, env: dict) -> dict:
+def run_one(sp: dict, out: Path, records: Path, extra: list[str], threads: int, env: dict,
+            parallel: int = 1) -> dict:
     from sfpo.metrics import read_metrics
 
     name = record_name(sp["task"], sp["method"], sp["lr"], sp["policy"], sp["seed"])
     if (records / name).exists():
         return json.loads((records / name).read_text())
-    policy = _policy(sp["task"], sp["policy"])  # built here (cached), so the run's own time excludes it
+    with _POLICY_LOCK:  # two workers never build the same policy at once
+        policy = _policy(sp["task"], sp["policy"])  # built here (cached), so the run's own time excludes it
     run_dir = out / name.removesuffix(".json")
     cmd = [sys.executable, "-m", "sfpo.cli", "train", str(CONFIG), *sp["overrides"], *extra,
            f"seed={sp['seed']}", f"threads={threads}", f"output_dir={run_dir}", "log.progress=false",
            "log.tensorboard=false", "log.plot=false", "checkpoint_every=10"]
     logger.info("%s: %s", name, " ".join(cmd[3:]))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True)
+    with open(run_dir / "stderr.log", "w") as err:  # a file, not a pipe: nothing to drain while we wait
+        proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                                stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU time, even with other runs in flight
+    proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise SystemExit(f"run {name} failed:\n{proc.stderr[-4000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        raise RuntimeError(f"run {name} failed (exit {proc.returncode}):\n"
+                           f"{(run_dir / 'stderr.log').read_text()[-4000:]}")
+    cpu = usage.ru_utime + usage.ru_stime
     rec = make_record(sp, read_metrics(run_dir), json.loads((run_dir / "summary.json").read_text()), wall, cpu,
                       threads, policy, env)
+    rec["parallel_runs"] = parallel  # runs the harness kept in flight at once (each on its own core)
     records.mkdir(parents=True, exist_ok=True)
     tmp = records / (name + ".tmp")
     tmp.write_text(json.dumps(rec, indent=1) + "\n")
@@ -330,12 +359,12 @@ def analyse(records: list[dict]) -> dict:
         out["best_lr"][task] = best
         main = {}
         for m in GRID_METHODS:
-            cell = cells.get((task, m, best[m]))
+            cell = held_out(cells.get((task, m, best[m]), {}))
             if not cell:
                 continue
             row = {"lr": best[m], **cell_summary(cell)}
             for base, key in (("grpo", "vs_grpo"), ("grpo_4passes", "vs_grpo_passes")):
-                b = cells.get((task, base, best[base]))
+                b = held_out(cells.get((task, base, best[base]), {}))
                 if b and m != base:
                     row[key] = compare(b, cell)
             main[m] = row
@@ -347,7 +376,7 @@ def headline(analysis: dict) -> tuple[dict, str]:
     """results.json's historical keys (SFPO against GRPO and GRPO-(K+1)), from the arithmetic comparison at
     each method's best lr once it exists, else from the sweep at the base lr (named in the second value)."""
     main = analysis["main"].get("arithmetic", {}).get(HEADLINE)
-    if main and main.get("n", 0) >= 9:
+    if main and main.get("n", 0) >= 3:
         row, source = main, "arithmetic, each method at its best learning rate"
     else:
         row = analysis["sweep"].get("arithmetic", {}).get(f"{HEADLINE}@1e-04")
@@ -502,6 +531,66 @@ def findings(results: dict) -> list[str]:
     return out
 
 
+def run_grid(args, out: Path, records_dir: Path, extra: list[str], env: dict) -> list[str]:
+    """Run the grid's missing records, ``args.workers`` at a time, planning again after each one lands (runs at a
+    best lr become plannable once a sweep is complete). A failed run is logged and left for the next invocation;
+    the names of the failed runs are returned."""
+    t0, new, failed = time.perf_counter(), 0, []
+    flight: dict[cf.Future, str] = {}
+    with cf.ThreadPoolExecutor(max_workers=args.workers) as pool:
+        while True:
+            runs, _ = plan(args.grid, args.seeds, load_records(records_dir))
+            todo = [r for r in runs if _name(r) not in failed and _name(r) not in flight.values()
+                    and not (records_dir / _name(r)).exists()]
+            while todo and len(flight) < args.workers and not (args.max_runs and new + len(flight) >= args.max_runs):
+                sp = todo.pop(0)
+                if _claim(out, _name(sp)):  # another harness process may be running it
+                    flight[pool.submit(run_one, sp, out, records_dir, extra, args.threads, env,
+                                       args.workers)] = _name(sp)
+            if not flight:
+                return failed
+            done, _ = cf.wait(flight, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                name = flight.pop(fut)
+                (out / (name + ".claim")).unlink(missing_ok=True)
+                try:
+                    fut.result()
+                    new += 1
+                except Exception as e:  # noqa: BLE001 — one broken run must not stop the others
+                    failed.append(name)
+                    logger.error("%s failed; the grid goes on without it: %s", name, e)
+            have = sum((records_dir / _name(r)).exists() for r in runs)
+            logger.info("progress: %d of %d planned runs have records (%d new, %d in flight, %.0f s)", have,
+                        len(runs), new, len(flight), time.perf_counter() - t0)
+
+
+def _claim(out: Path, name: str) -> bool:
+    """Take ``name`` for this process, unless a live harness process holds it: several harness processes (say
+    one per core, or one started by hand beside a running grid) then share a grid without running a run twice."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / (name + ".claim")
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(path.read_text() or 0), 0)
+                return False  # held by a live process
+            except (ProcessLookupError, ValueError):
+                path.unlink(missing_ok=True)  # its process is gone: a stale claim
+                continue
+            except PermissionError:
+                return False
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
+
+
+def _name(sp: dict) -> str:
+    return record_name(sp["task"], sp["method"], sp["lr"], sp["policy"], sp["seed"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", default="issue12", choices=["quick", "main", "ablations", "hard", "issue12"])
@@ -515,6 +604,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (1: runs are comparable on a "
                                                           "shared machine and CPU time tells sharing apart)")
     p.add_argument("--analyse-only", action="store_true", help="only rebuild the report from the records")
+    p.add_argument("--workers", type=int, default=1, help="runs in flight at once, one core each (2 on a "
+                                                          "2-core machine: twice the runs per hour; each record "
+                                                          "says how many ran beside it)")
     p.add_argument("--max-runs", type=int, default=0, help="stop after this many new runs (0: the whole grid)")
     p.add_argument("overrides", nargs="*", help="config overrides for every run (e.g. steps=80)")
     args = p.parse_args()
@@ -526,17 +618,7 @@ def main() -> None:
     report = Path(args.report) if args.report else (out / "report" if args.quick else REPORT)
     extra = (QUICK if args.quick else []) + args.overrides
     env = _environment()
-    t0, new = time.perf_counter(), 0
-    while not args.analyse_only:
-        runs, waiting = plan(args.grid, args.seeds, load_records(records_dir))
-        todo = [r for r in runs if not (records_dir / record_name(r["task"], r["method"], r["lr"], r["policy"],
-                                                                  r["seed"])).exists()]
-        if not todo or (args.max_runs and new >= args.max_runs):
-            break
-        run_one(todo[0], out, records_dir, extra, args.threads, env)
-        new += 1
-        logger.info("progress: %d of %d planned runs have records (%d new, %.0f s)", len(runs) - len(todo) + 1,
-                    len(runs), new, time.perf_counter() - t0)
+    failed = [] if args.analyse_only else run_grid(args, out, records_dir, extra, env)
     runs, waiting = plan(args.grid, args.seeds, load_records(records_dir))
     names = {record_name(r["task"], r["method"], r["lr"], r["policy"], r["seed"]) for r in runs}
     records = [r for r in load_records(records_dir)
@@ -544,7 +626,10 @@ def main() -> None:
     meta = {"command": " ".join(["python", *sys.argv]), "grid": args.grid, "overrides": extra, **env}
     results = write_report(records, len(runs), waiting, report, meta)
     print(json.dumps({"grid": args.grid, "records": len(records), "planned": len(runs), "partial": results["partial"],
-                      **{k: (results.get(k) or {}).get("median") for _, _, k in RATIO_KEYS}, "report": str(report)}))
+                      **{k: (results.get(k) or {}).get("median") for _, _, k in RATIO_KEYS}, "report": str(report),
+                      "failed": failed}))
+    if failed:
+        raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)} (their logs: <out>/<run>/stderr.log)")
 
 
 if __name__ == "__main__":
