@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from sfpo.compare import effect_summary, match_ratios  # noqa: E402
+from sfpo.demo import cpu_snapshot  # noqa: E402
 
 logger = logging.getLogger("reproduce")
 
@@ -249,7 +250,7 @@ def run_one(sp: dict, out: Path, records: Path, extra: list[str], threads: int, 
            "log.tensorboard=false", "log.plot=false", "checkpoint_every=10"]
     logger.info("%s: %s", name, " ".join(cmd[3:]))
     run_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    t0, busy0 = time.perf_counter(), cpu_snapshot()["busy"]
     with open(run_dir / "stderr.log", "w") as err:  # a file, not a pipe: nothing to drain while we wait
         proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
                                 stdout=subprocess.DEVNULL, stderr=err)
@@ -262,7 +263,9 @@ def run_one(sp: dict, out: Path, records: Path, extra: list[str], threads: int, 
     cpu = usage.ru_utime + usage.ru_stime
     rec = make_record(sp, read_metrics(run_dir), json.loads((run_dir / "summary.json").read_text()), wall, cpu,
                       threads, policy, env)
-    rec["parallel_runs"] = parallel  # runs the harness kept in flight at once (each on its own core)
+    rec["parallel_runs"] = parallel  # runs this harness process kept in flight at once (each on its own core)
+    busy1 = cpu_snapshot()["busy"]  # the whole machine's busy CPU seconds: what else ran beside this run
+    rec["other_cores"] = None if busy0 is None or busy1 is None else max(0.0, (busy1 - busy0 - cpu) / wall)
     records.mkdir(parents=True, exist_ok=True)
     tmp = records / (name + ".tmp")
     tmp.write_text(json.dumps(rec, indent=1) + "\n")

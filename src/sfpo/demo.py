@@ -32,7 +32,7 @@ DEMO_RECORD = Path(__file__).resolve().parents[2] / "docs" / "reproduction" / "r
 SHARED_CORES = 0.25  # other processes busy on at least this many cores on average: wall-clock is unreliable
 
 
-def _cpu_snapshot() -> dict:
+def cpu_snapshot() -> dict:
     """Wall time, this process's CPU time and the whole machine's busy CPU time (Linux /proc/stat; else None)."""
     busy = None
     try:
@@ -45,7 +45,7 @@ def _cpu_snapshot() -> dict:
 
 
 def core_sharing(before: dict, after: dict) -> dict:
-    """How busy the machine was with other work between two ``_cpu_snapshot``s: this process's CPU seconds, the
+    """How busy the machine was with other work between two ``cpu_snapshot``s: this process's CPU seconds, the
     wall seconds, and the average number of cores other processes kept busy (None where /proc/stat is missing).
     """
     wall, own = after["wall"] - before["wall"], after["cpu"] - before["cpu"]
@@ -104,9 +104,9 @@ def run_demo(output_dir: str = "runs/demo", quick: bool = False, overrides: list
         cfg = load_config(DEMO_CONFIG, extra)
         policy = policy or _start_policy(cfg)
         logger.info("demo: training %s for %d steps (%s)", name, cfg.steps, run_dir)
-        before = _cpu_snapshot()
+        before = cpu_snapshot()
         Trainer(cfg).train()
-        sharing[name] = core_sharing(before, _cpu_snapshot())
+        sharing[name] = core_sharing(before, cpu_snapshot())
         records[name] = read_metrics(run_dir)
 
     grpo, sfpo = records["grpo"], records["sfpo"]
