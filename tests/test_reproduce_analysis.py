@@ -2,6 +2,7 @@
 the "within noise" verdicts, the best-lr choice, the grid plan and the report's results.json keys."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -87,30 +88,92 @@ def test_compare_pairs_runs_by_policy_and_seed():
     assert not reproduce.compare(grpo, sfpo)["wallclock_reliable"]
 
 
-def full_sweep(task, best_lr):
-    """Policy-0 sweep records (seeds 0, 1) where every method is best at ``best_lr[method]``."""
+def full_sweep(task, best_lr, seeds=(0,)):
+    """Policy-0 sweep records where every method is best at ``best_lr[method]``."""
     recs = []
     for m in reproduce.GRID_METHODS:
         for lr in reproduce.LRS:
-            for s in (0, 1):
+            for s in seeds:
                 recs.append(record(m, 0, s, 2000, 0.6 if lr == best_lr[m] else 0.4, task=task, lr=lr))
     return recs
 
 
 def test_plan_waits_for_the_sweep_then_runs_each_method_at_its_best_lr():
+    n, nl = len(reproduce.GRID_METHODS), len(reproduce.LRS)
     runs, waiting = reproduce.plan("issue12", [0, 1, 2], [])
-    assert len(runs) == 2 * len(reproduce.GRID_METHODS) * len(reproduce.LRS) * 2 and len(waiting) == 4
-    assert runs[0]["task"] == "arithmetic" and {r["task"] for r in runs} == {"arithmetic", "countdown"}
+    # both sweeps on the selection unit (policy 0, seed 0), then their second seed; the rest waits for them
+    assert len(runs) == 2 * n * nl * 2 and len(waiting) == 4
+    assert [r["task"] for r in runs[: 2 * n * nl]] == ["arithmetic"] * n * nl + ["countdown"] * n * nl
+    assert all((r["policy"], r["seed"]) == reproduce.SELECT for r in runs[: 2 * n * nl])
     best = {"grpo": 3e-5, "grpo_4passes": 1e-5, "sfpo_noswitch": 1e-4, "sfpo_tr": 1e-4}
     recs = full_sweep("arithmetic", best)
     assert reproduce.best_lrs(recs, "arithmetic") == best and reproduce.best_lrs(recs, "countdown") is None
+    # the second sweep seed does not move the choice: it was made on the selection unit alone
+    other = {m: 3e-4 for m in best}
+    assert reproduce.best_lrs(recs + full_sweep("arithmetic", other, seeds=(1,)), "arithmetic") == best
     runs, waiting = reproduce.plan("issue12", [0, 1, 2], recs)
-    main = [r for r in runs if r["task"] == "arithmetic" and (r["policy"] > 0 or r["seed"] == 2)]
-    assert len(main) == len(reproduce.GRID_METHODS) * 7  # 9 units per method, 2 of them (policy 0) in the sweep
-    assert all(r["lr"] == best[r["method"]] for r in main)
-    assert {r["task"] for r in runs} >= {"multiplication", "arith8"} and len(waiting) == 1
     names = [reproduce.record_name(r["task"], r["method"], r["lr"], r["policy"], r["seed"]) for r in runs]
     assert len(names) == len(set(names))
+    main = [r for r in runs if r["task"] == "arithmetic" and (r["policy"], r["seed"]) != reproduce.SELECT]
+    assert len(main) == n * 9 + n * (nl - 1)  # 3 policies × 3 held-out seeds, then the 2nd sweep seed's others
+    assert all(r["lr"] == best[r["method"]] for r in main[: n * 9])
+    assert {(r["policy"], r["seed"]) for r in main[: n * 9]} == {(p, s) for p in (0, 1, 2) for s in (1, 2, 3)}
+    assert [(r["policy"], r["seed"]) for r in main[: 3 * n : n]] == [(0, 1), (1, 1), (2, 1)]  # seed-major
+    # arithmetic's comparison comes before the countdown sweep, which a partial grid then has not started
+    first_countdown = next(i for i, r in enumerate(runs) if r["task"] == "countdown")
+    assert first_countdown == n * nl + n * 9
+    assert {r["task"] for r in runs} >= {"multiplication", "arith8"} and len(waiting) == 1
+
+
+def test_comparison_at_the_best_lr_leaves_out_the_unit_that_chose_it():
+    best = {"grpo": 1e-4, "grpo_4passes": 1e-4, "sfpo_noswitch": 1e-4, "sfpo_tr": 1e-4}
+    recs = full_sweep("arithmetic", best)  # the selection unit: SFPO no better than GRPO there
+    for p in (0, 1, 2):
+        for s in (1, 2, 3):
+            recs += [record("grpo", p, s, 2000, 0.5), record("sfpo_noswitch", p, s, 1000, 0.55)]
+    row = reproduce.analyse(recs)["main"]["arithmetic"]["sfpo_noswitch"]
+    assert row["n"] == 9
+    units = row["vs_grpo"]["rollouts_ratio"]["per_run"]
+    assert "p0s0" not in units and len(units) == 9
+    assert row["vs_grpo"]["best_val_diff"]["point"] == pytest.approx(0.05)  # the selection unit's 0 left out
+
+
+def test_run_grid_runs_side_by_side_and_survives_a_failed_run(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    started, lock, peak = [], threading.Lock(), [0]
+    inflight = [0]
+
+    def fake_run_one(sp, out, records, extra, threads, env, parallel=1):
+        name = reproduce._name(sp)
+        with lock:
+            started.append(name)
+            inflight[0] += 1
+            peak[0] = max(peak[0], inflight[0])
+        time.sleep(0.05)
+        with lock:
+            inflight[0] -= 1
+        if sp["method"] == "grpo_4passes":
+            raise RuntimeError("boom")
+        records.mkdir(parents=True, exist_ok=True)
+        (records / name).write_text(json.dumps(record(sp["method"], sp["policy"], sp["seed"], 1000, 0.5)))
+
+    monkeypatch.setattr(reproduce, "run_one", fake_run_one)
+    args = type("A", (), {"grid": "quick", "seeds": [0], "workers": 2, "max_runs": 0, "threads": 1})()
+    failed = reproduce.run_grid(args, tmp_path / "out", tmp_path / "rec", [], {})
+    assert failed == ["arithmetic__grpo_4passes__lr1e-04__p0s0.json"]
+    assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == ["arithmetic__grpo__lr1e-04__p0s0.json",
+                                                                  "arithmetic__sfpo__lr1e-04__p0s0.json"]
+    assert len(started) == 3 and peak[0] == 2  # each run once, two at a time
+    assert not list((tmp_path / "out").glob("*.claim"))  # claims released
+
+
+def test_claims_keep_two_harness_processes_off_the_same_run(tmp_path):
+    assert reproduce._claim(tmp_path, "a.json")
+    assert not reproduce._claim(tmp_path, "a.json")  # held by a live process (this one)
+    (tmp_path / "b.json.claim").write_text("999999999")  # a process that no longer exists
+    assert reproduce._claim(tmp_path, "b.json") and (tmp_path / "b.json.claim").read_text() == str(os.getpid())
 
 
 def test_report_keeps_the_historic_keys_and_adds_intervals(tmp_path):
