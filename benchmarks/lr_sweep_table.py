@@ -3,7 +3,7 @@ learning rate, each method's best validation accuracy, the test accuracy of that
 ratio to reach the best of GRPO and of GRPO-(K+1) *at the same learning rate*, with its bootstrap interval;
 then each method's best learning rate.
 
-    python benchmarks/reproduce.py --grid issue12 threads=1   # the runs (records in docs/reproduction/records/)
+    python benchmarks/reproduce.py --grid issue12 --workers 2   # the runs (records in docs/reproduction/records/)
     python benchmarks/lr_sweep_table.py
 
 Prints markdown tables, then one JSON line.

@@ -4,13 +4,14 @@ GRPO with K+1 passes, SFPO, trust-region SFPO and the paper's ablations on the C
 process, and compares them with paired bootstrap intervals over policies × seeds.
 
     python benchmarks/reproduce.py --quick                          # ≤15 min on 2 cores: a smoke run
-    python benchmarks/reproduce.py --grid issue12 threads=1         # the whole grid of docs/reproduction.md (≈5 h)
+    python benchmarks/reproduce.py --grid issue12 --workers 2       # the grid of docs/reproduction.md (≈20 CPU-h)
     python benchmarks/reproduce.py --analyse-only                   # the report, from the committed records
 
 Every finished run leaves a small JSON record (validation curve, test accuracy, phase times, wall and CPU
 time, the starting policy's sha256; no weights) in --records (default docs/reproduction/records/), and a run
 whose record exists is never recomputed: commit records as they land and the grid resumes on any machine,
-in any later session (an interrupted run resumes from its checkpoint under --out). The report
+in any later session (an interrupted run resumes from its checkpoint under --out). Several harness processes
+may share one grid (each claims its run under --out). The report
 (docs/reproduction.md + results.json) is regenerated from the records alone. Prints one JSON line last.
 """
 
@@ -341,6 +342,17 @@ def cell_summary(cell: dict[int, dict[int, dict]]) -> dict:
             "cores_shared": sum(r["cores_shared"] for r in recs)}
 
 
+def sweep_units(cells: dict, task: str, method: str, cell: dict[int, dict[int, dict]]) -> dict:
+    """The sweep's part of a cell: policy 0's seeds that ``method`` ran at two or more learning rates (the
+    comparison's extra policies and seeds at a best lr are not sweep runs); the whole cell where the method ran
+    at one lr only."""
+    lrs = [c for (t, m, _), c in cells.items() if t == task and m == method]
+    if len(lrs) < 2:
+        return cell
+    swept = {s for s in {s for c in lrs for s in c.get(0, {})} if sum(s in c.get(0, {}) for c in lrs) >= 2}
+    return {0: {s: r for s, r in cell.get(0, {}).items() if s in swept}} if swept & set(cell.get(0, {})) else {}
+
+
 def analyse(records: list[dict]) -> dict:
     cells = index(records)
     tasks = sorted({t for t, _, _ in cells})
@@ -350,10 +362,11 @@ def analyse(records: list[dict]) -> dict:
         for (t, m, lr), cell in sorted(cells.items(), key=lambda kv: (kv[0][2], kv[0][1])):
             if t != task:
                 continue
+            cell = sweep_units(cells, task, m, cell)
             row = cell_summary(cell)
             for base in ("grpo", "grpo_4passes"):
                 if (task, base, lr) in cells and m != base:
-                    row[f"vs_{base}"] = compare(cells[(task, base, lr)], cell)
+                    row[f"vs_{base}"] = compare(sweep_units(cells, task, base, cells[(task, base, lr)]), cell)
             rows[f"{m}@{lr:.0e}"] = row
         out["sweep"][task] = rows
         best = best_lrs(records, task) if task in ("arithmetic", "countdown") else best_lrs(records, "arithmetic")

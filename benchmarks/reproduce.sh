@@ -6,11 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # 1. quick mode (≤15 min on 2 cores): GRPO, GRPO with 4 passes, SFPO; one seed, 30 steps (records under runs/)
 python benchmarks/reproduce.py --quick
-# 2. the grid of docs/reproduction.md, in this order, one run at a time, one thread each (≈5 CPU-hours):
-#    lr sweep (1e-5..3e-4) of GRPO, GRPO-4, SFPO, trust-region SFPO on arithmetic, then countdown (policy 0,
-#    seeds 0-1); each method at its best lr with 3 policies × 3 seeds on both; multiplication (untuned) and
-#    8-term arithmetic (generation-heavy) with 1 policy × 3 seeds at arithmetic's best lrs
-python benchmarks/reproduce.py --grid issue12
+# 2. the grid of docs/reproduction.md, in this order, one thread per run, two runs side by side on 2 cores
+#    (≈20 CPU-hours in all; it spans sessions: commit the records as they land):
+#    per task, the lr sweep (1e-5..3e-4) of GRPO, GRPO-4, SFPO, trust-region SFPO on the selection unit
+#    (policy 0, seed 0), then each method at its own best lr on 3 policies × seeds 1-3 (none of which chose the
+#    lr); arithmetic, then countdown; then multiplication (untuned) and 8-term arithmetic (generation-heavy) with
+#    1 policy × 3 seeds at arithmetic's lrs; last the sweep's second seed
+python benchmarks/reproduce.py --grid issue12 --workers 2
 # 3. the report alone, from the records (also what step 2 ends with)
 python benchmarks/reproduce.py --analyse-only
 python benchmarks/lr_sweep_table.py

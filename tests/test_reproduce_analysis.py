@@ -201,3 +201,15 @@ def test_fewer_than_three_runs_get_no_verdict():
     assert two["ci"] == [2.0, 2.2] and two["verdict"] == "too few runs"  # two agreeing seeds are no evidence
     assert effect_summary({0: {0: 2.0, 1: 2.2, 2: 2.1}}, kind="ratio")["verdict"] == "higher"
     assert effect_summary({}, kind="difference")["verdict"] == "not measurable"
+
+
+def test_sweep_rows_hold_only_the_sweep_runs():
+    best = {"grpo": 1e-4, "grpo_4passes": 1e-4, "sfpo_noswitch": 3e-5, "sfpo_tr": 3e-5}
+    recs = full_sweep("arithmetic", best, seeds=(0, 1))
+    recs += [record(m, p, s, 2000, 0.5, lr=best[m]) for m in reproduce.GRID_METHODS for p in (0, 1, 2)
+             for s in (2, 3)]
+    sweep = reproduce.analyse(recs)["sweep"]["arithmetic"]
+    assert sweep["grpo@1e-04"]["n"] == 2 and sweep["sfpo_noswitch@3e-05"]["n"] == 2
+    assert sweep["sfpo_noswitch@1e-04"]["vs_grpo"]["rollouts_ratio"]["n"] == 2
+    main = reproduce.analyse(recs)["main"]["arithmetic"]
+    assert main["grpo"]["n"] == 1 + 6  # seed 1 of the sweep and the 6 comparison runs; seed 0 chose the lr
