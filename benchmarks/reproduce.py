@@ -379,7 +379,9 @@ def analyse(records: list[dict]) -> dict:
             if not cell:
                 continue
             row = {"lr": best[m], **cell_summary(cell)}
-            for base, key in (("grpo", "vs_grpo"), ("grpo_4passes", "vs_grpo_passes")):
+            for base, key in (("grpo", "vs_grpo"), ("grpo_4passes", "vs_grpo_passes"), (HEADLINE, "vs_sfpo")):
+                if key == "vs_sfpo" and m != "sfpo_tr":  # trust-region SFPO is also measured against SFPO
+                    continue
                 b = held_out(cells.get((task, base, best[base]), {}))
                 if b and m != base:
                     row[key] = compare(b, cell)
@@ -532,18 +534,20 @@ def findings(results: dict) -> list[str]:
         out.append(f"{kind} to reach {base}'s best: {_f(b['median'], '{:.2f}')}× (95% CI {_ci(b['ci'])}"
                    f", {b['n']} runs, reached in {b['reached']}): **{words}**"
                    + (" — unreliable: the cores were shared during some of these runs" if unreliable else "") + ".")
+    names = {"vs_grpo": "GRPO", "vs_grpo_passes": "GRPO-4", "vs_sfpo": "SFPO"}
     for task, main in results["main"].items():
         for m, row in main.items():
-            vg = row.get("vs_grpo")
-            if not vg:
-                continue
-            for key, what in (("best_val_diff", "best validation"), ("test_of_best_diff", "test accuracy of the best")):
-                e = vg[key]
-                if e["point"] is None:
+            for vs, base in names.items():
+                c = row.get(vs)
+                if not c:
                     continue
-                out.append(f"{task}, {LABELS.get(m, m)} at lr {row['lr']:.0e} vs GRPO at its best: {what} "
-                           f"{e['point']:+.3f} (95% CI {_ci(e['ci'], '{:+.3f}')}, {e['n']} runs): "
-                           f"**{e['verdict']}**.")
+                r, v, t = c["rollouts_ratio"], c["best_val_diff"], c["test_of_best_diff"]
+                out.append(f"{task}, {LABELS.get(m, m)} (lr {row['lr']:.0e}) vs {base} (each at its best lr): "
+                           f"rollouts to reach its best {'never' if r['point'] is None else format(r['point'], '.2f') + '×'} "
+                           f"{_ci(r['ci'])} **{r['verdict']}**"
+                           f"; best validation {_f(v['point'], '{:+.3f}')} {_ci(v['ci'], '{:+.3f}')} "
+                           f"**{v['verdict']}**; test of the best {_f(t['point'], '{:+.3f}')} "
+                           f"{_ci(t['ci'], '{:+.3f}')} **{t['verdict']}** ({r['n']} runs).")
     return out
 
 
