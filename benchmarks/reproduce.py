@@ -251,6 +251,7 @@ def run_one(sp: dict, out: Path, records: Path, extra: list[str], threads: int, 
            "log.tensorboard=false", "log.plot=false", "checkpoint_every=10"]
     logger.info("%s: %s", name, " ".join(cmd[3:]))
     run_dir.mkdir(parents=True, exist_ok=True)
+    resumed = _last_checkpoint(run_dir)  # the trainer resumes from it; wall/CPU time then cover the rest only
     t0, busy0 = time.perf_counter(), cpu_snapshot()["busy"]
     with open(run_dir / "stderr.log", "w") as err:  # a file, not a pipe: nothing to drain while we wait
         proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
@@ -264,6 +265,7 @@ def run_one(sp: dict, out: Path, records: Path, extra: list[str], threads: int, 
     cpu = usage.ru_utime + usage.ru_stime
     rec = make_record(sp, read_metrics(run_dir), json.loads((run_dir / "summary.json").read_text()), wall, cpu,
                       threads, policy, env)
+    rec["resumed_from_step"] = resumed  # None: one uninterrupted process; else wall_s/cpu_s from that step on
     rec["parallel_runs"] = parallel  # runs this harness process kept in flight at once (each on its own core)
     busy1 = cpu_snapshot()["busy"]  # the whole machine's busy CPU seconds: what else ran beside this run
     rec["other_cores"] = None if busy0 is None or busy1 is None else max(0.0, (busy1 - busy0 - cpu) / wall)
@@ -276,6 +278,11 @@ def run_one(sp: dict, out: Path, records: Path, extra: list[str], threads: int, 
     logger.info("%s: done in %.0f s wall, %.0f s CPU (%.2f)%s", name, wall, cpu, cpu / wall,
                 " — cores were shared" if rec["cores_shared"] else "")
     return rec
+
+
+def _last_checkpoint(run_dir: Path) -> int | None:
+    steps = [int(p.name.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*") if p.name[5:].isdigit()]
+    return max(steps) if steps else None
 
 
 # -------------------------------------------------------------------------------------------- analysis
@@ -562,7 +569,12 @@ def run_grid(args, out: Path, records_dir: Path, extra: list[str], env: dict) ->
             runs, _ = plan(args.grid, args.seeds, load_records(records_dir))
             todo = [r for r in runs if _name(r) not in failed and _name(r) not in flight.values()
                     and not (records_dir / _name(r)).exists()]
-            while todo and len(flight) < args.workers and not (args.max_runs and new + len(flight) >= args.max_runs):
+            stop = (out / "STOP").exists()  # touch <out>/STOP: the runs in flight finish, no new one starts
+            if stop and not flight:
+                logger.info("%s exists: stopping; remove it to go on", out / "STOP")
+                return failed
+            while (todo and not stop and len(flight) < args.workers
+                   and not (args.max_runs and new + len(flight) >= args.max_runs)):
                 sp = todo.pop(0)
                 if _claim(out, _name(sp)):  # another harness process may be running it
                     flight[pool.submit(run_one, sp, out, records_dir, extra, args.threads, env,

@@ -213,3 +213,27 @@ def test_sweep_rows_hold_only_the_sweep_runs():
     assert sweep["sfpo_noswitch@1e-04"]["vs_grpo"]["rollouts_ratio"]["n"] == 2
     main = reproduce.analyse(recs)["main"]["arithmetic"]
     assert main["grpo"]["n"] == 1 + 6  # seed 1 of the sweep and the 6 comparison runs; seed 0 chose the lr
+
+
+def test_a_stop_file_lets_runs_in_flight_finish_and_starts_no_new_one(tmp_path, monkeypatch):
+    started = []
+
+    def fake_run_one(sp, out, records, extra, threads, env, parallel=1):
+        started.append(reproduce._name(sp))
+        (out / "STOP").touch()  # asked to stop while this run was in flight
+        records.mkdir(parents=True, exist_ok=True)
+        (records / reproduce._name(sp)).write_text("{}")
+
+    monkeypatch.setattr(reproduce, "run_one", fake_run_one)
+    args = type("A", (), {"grid": "quick", "seeds": [0], "workers": 1, "max_runs": 0, "threads": 1})()
+    assert reproduce.run_grid(args, tmp_path / "out", tmp_path / "rec", [], {}) == []
+    assert started == ["arithmetic__grpo__lr1e-04__p0s0.json"]  # it finished; the other two never started
+    assert [p.name for p in (tmp_path / "rec").iterdir()] == started
+
+
+def test_a_resumed_run_is_marked(tmp_path):
+    assert reproduce._last_checkpoint(tmp_path) is None
+    for step in (10, 20):
+        (tmp_path / "checkpoints" / f"step_{step:06d}").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step_000030.tmp").mkdir()  # an unfinished write is no checkpoint
+    assert reproduce._last_checkpoint(tmp_path) == 20
