@@ -480,13 +480,18 @@ def write_report(records: list[dict], total: int, waiting: list[str], report: Pa
         for p, info in sorted(ps.items()):
             md.append(f"| {task} | {p} | {'yes' if info['shipped'] else 'no'} | {info['steps_trained']} | "
                       f"{info['probe_pass1']} | `{info['sha256'][:16]}…` |")
+    plot_report(records, analysis, report)
     for task, main in analysis["main"].items():
-        md += ["", f"## {task}: each method at its best learning rate", "",
-               "| method | lr | runs (policies) | best val | test of best | rollouts ratio vs GRPO | vs GRPO-4 | "
+        md += ["", f"## {task}: each method at its best learning rate", ""]
+        if (report / f"{task}_best_lr.png").exists():
+            md += [f"![{task}: validation curves at each method's best lr]({report.name}/{task}_best_lr.png)", ""]
+        md += ["| method | lr | runs (policies) | best val | test of best | rollouts ratio vs GRPO | vs GRPO-4 | "
                "Δ best val vs GRPO | Δ test vs GRPO | wall-clock ratio vs GRPO | rollout / old log-probs / "
                "update (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for m, row in main.items():
             md.append(_main_row(m, row))
+    if (report / "lr_sweep.png").exists():
+        md += ["", f"![learning-rate sweeps]({report.name}/lr_sweep.png)"]
     for task, rows in analysis["sweep"].items():
         md += ["", f"## {task}: learning-rate sweep (ratios against the baseline at the same lr)", "",
                "| method @ lr | runs | best val [min, max] | test of best | rollouts ratio vs GRPO | vs GRPO-4 | "
@@ -511,6 +516,58 @@ def write_report(records: list[dict], total: int, waiting: list[str], report: Pa
                "`docs/reproduction_notes.md`."]
     (report.parent / f"{report.name}.md").write_text("\n".join(md) + "\n")
     return results
+
+
+COLORS = {"grpo": "tab:blue", "grpo_4passes": "tab:orange", "sfpo_noswitch": "tab:green", "sfpo_tr": "tab:red"}
+
+
+def plot_report(records: list[dict], analysis: dict, report: Path) -> list[Path]:
+    """PNGs beside the report: per task, the validation curves of each method at its best lr (each held-out
+    run thin, the median over runs thick) against rollouts and against training time; and the lr sweeps."""
+    from sfpo.plots import pyplot
+
+    plt, cells, out = pyplot(), index(records), []
+    for task, best in analysis["best_lr"].items():
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        for m in GRID_METHODS:
+            runs = [r for seeds in held_out(cells.get((task, m, best[m]), {})).values() for r in seeds.values()]
+            if not runs:
+                continue
+            n = min(len(r["val"]) for r in runs)
+            for ax, col in zip(axes, (1, 2)):
+                for r in runs:
+                    ax.plot([v[col] for v in r["val"]], [v[3] for v in r["val"]], color=COLORS[m], lw=0.5, alpha=0.35)
+                ax.plot([statistics.median(r["val"][i][col] for r in runs) for i in range(n)],
+                        [statistics.median(r["val"][i][3] for r in runs) for i in range(n)], color=COLORS[m], lw=2,
+                        label=f"{LABELS.get(m, m)}, lr {best[m]:.0e} ({len(runs)} runs)")
+        axes[0].set(xlabel="rollouts", ylabel="validation accuracy (avg@4)", title=f"{task}: each method at its best lr")
+        axes[1].set(xlabel="training time (s, one thread)", ylabel="validation accuracy (avg@4)",
+                    title="the same against training time")
+        for ax in axes:
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        out.append(report / f"{task}_best_lr.png")
+        fig.savefig(out[-1], dpi=110)
+        plt.close(fig)
+    tasks = [t for t, rows in analysis["sweep"].items() if len({k.split("@")[1] for k in rows}) > 1]
+    if tasks:
+        fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.8), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            for m in GRID_METHODS:
+                pts = sorted((float(k.split("@")[1]), row["best_val"]) for k, row in analysis["sweep"][task].items()
+                             if k.split("@")[0] == m)
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", color=COLORS[m], label=LABELS.get(m, m))
+            ax.set(xscale="log", xlabel="learning rate", ylabel="best validation accuracy",
+                   title=f"{task}: lr sweep (policy 0, median over its seeds)")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        out.append(report / "lr_sweep.png")
+        fig.savefig(out[-1], dpi=110)
+        plt.close(fig)
+    return out
 
 
 def _main_row(m: str, row: dict) -> str:

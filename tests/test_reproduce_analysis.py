@@ -191,6 +191,8 @@ def test_report_keeps_the_historic_keys_and_adds_intervals(tmp_path):
     assert saved["wallclock_ratio_vs_grpo"]["reliable"] is False  # seed 1's runs shared their cores
     md = (tmp_path / "reproduction.md").read_text()
     assert "**Partial:**" in md and "unreliable" in md and "95% CI" in md
+    for png in ("lr_sweep.png", "arithmetic_best_lr.png"):  # the plots the report links to
+        assert (tmp_path / "reproduction" / png).stat().st_size > 10_000 and f"reproduction/{png}" in md
     assert res["best_lr"]["arithmetic"]["grpo"] == 1e-5  # all lrs tie: the smallest wins
 
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from sfpo.metrics import read_metrics
 
-__all__ = ["plot_run", "plot_compare", "curve"]
+__all__ = ["plot_run", "plot_compare", "curve", "pyplot"]
 
 
 def curve(records: list[dict], x: str, y: str) -> tuple[list[float], list[float]]:
@@ -18,7 +18,7 @@ def curve(records: list[dict], x: str, y: str) -> tuple[list[float], list[float]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,7 +31,7 @@ def plot_run(run_dir: str | Path, path: str | Path | None = None) -> Path:
     """Validation accuracy and training reward of one run; written beside its metrics."""
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     axes[0].plot(*curve(records, "step", "val/accuracy"), marker="o", ms=3)
     axes[0].set(xlabel="training step", ylabel="validation accuracy (avg@k)", title="validation")
@@ -50,7 +50,7 @@ def plot_compare(runs: dict[str, Sequence[str | Path]], path: str | Path, refere
                  metric: str = "val/accuracy") -> Path:
     """One line per method against step, rollouts and training wall-clock; several seeds → mean with a
     min–max band (validation points share steps across seeds of a method)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for name, dirs in runs.items():
         series = [read_metrics(d) for d in dirs]
