@@ -10,7 +10,8 @@ python benchmarks/reproduce.py --quick
 #    (≈20 CPU-hours in all; it spans sessions: commit the records as they land):
 #    per task, the lr sweep (1e-5..3e-4) of GRPO, GRPO-4, SFPO, trust-region SFPO on the selection unit
 #    (policy 0, seed 0), then each method at its own best lr on 3 policies × seeds 1-3 (none of which chose the
-#    lr); arithmetic, then countdown; then multiplication (untuned) and 8-term arithmetic (generation-heavy) with
+#    lr); arithmetic, then countdown; then multiplication (untuned) and generation-heavy arithmetic (decoded 8
+#    sequences at a time: benchmarks/phase_split.py) with
 #    1 policy × 3 seeds at arithmetic's lrs; last the sweep's second seed
 python benchmarks/reproduce.py --grid issue12 --workers 2
 # 3. the report alone, from the records (also what step 2 ends with)
