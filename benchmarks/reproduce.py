@@ -605,7 +605,7 @@ def findings(results: dict) -> list[str]:
     for task, main in results["main"].items():
         for m, row in main.items():
             for vs, base in names.items():
-                c = row.get(vs)
+                c = None if m == "grpo" else row.get(vs)  # GRPO against GRPO-4 is GRPO-4's line read backwards
                 if not c:
                     continue
                 r, v, t = c["rollouts_ratio"], c["best_val_diff"], c["test_of_best_diff"]
