@@ -20,20 +20,21 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from sfpo.testbed import SHIPPED_DIR  # noqa: E402
+from reproduce import run_timed  # noqa: E402
+
+from sfpo.testbed import warm_start  # noqa: E402
 
 
 def measure(chunk: int, steps: int, passes: int) -> dict:
-    policy = next(p for p in sorted(SHIPPED_DIR.iterdir()) if p.name.startswith("arithmetic-"))
+    policy = warm_start("arithmetic", progress=False)  # the shipped policy: nothing is trained here
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "sfpo.cli", "train", str(ROOT / "configs" / "reproduce.yaml"),
                "algorithm.name=grpo", f"model.path={policy}", f"steps={steps}", "eval.every=0",
@@ -41,13 +42,10 @@ def measure(chunk: int, steps: int, passes: int) -> dict:
                "log.tensorboard=false", "log.plot=false", "checkpoint_every=0"]
         if chunk:
             cmd.append(f"rollout.engine_kwargs={{max_batch_sequences: {chunk}}}")
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"chunk {chunk}: training failed:\n{proc.stderr.read()[-3000:]}")
+        log = Path(out) / "stderr.log"
+        code, wall, cpu = run_timed(cmd, {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}, log)
+        if code != 0:
+            raise SystemExit(f"chunk {chunk}: training failed:\n{log.read_text()[-3000:]}")
         rows = [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r.get("time/step") is not None][1:]  # the first step warms up
     med = {k: statistics.median(r[k] for r in rows) for k in ("time/rollout", "time/old_logprobs", "time/update",
@@ -57,7 +55,7 @@ def measure(chunk: int, steps: int, passes: int) -> dict:
     return {"chunk": chunk, **{k.removeprefix("time/"): v for k, v in med.items()},
             "rollout_share_grpo": med["time/rollout"] / one, f"rollout_share_{passes}_passes": med["time/rollout"] / many,
             "step_cost_ratio": many / one,
-            "cpu_per_wall": (usage.ru_utime + usage.ru_stime) / wall}
+            "cpu_per_wall": cpu / wall}
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,17 +256,10 @@ def run_one(sp: dict, out: Path, records: Path, extra: list[str], threads: int, 
     logger.info("%s: %s", name, " ".join(cmd[3:]))
     run_dir.mkdir(parents=True, exist_ok=True)
     resumed = _last_checkpoint(run_dir)  # the trainer resumes from it; wall/CPU time then cover the rest only
-    t0, busy0 = time.perf_counter(), cpu_snapshot()["busy"]
-    with open(run_dir / "stderr.log", "w") as err:  # a file, not a pipe: nothing to drain while we wait
-        proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-                                stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU time, even with other runs in flight
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"run {name} failed (exit {proc.returncode}):\n"
-                           f"{(run_dir / 'stderr.log').read_text()[-4000:]}")
-    cpu = usage.ru_utime + usage.ru_stime
+    busy0 = cpu_snapshot()["busy"]
+    code, wall, cpu = run_timed(cmd, {**os.environ, "PYTHONPATH": str(ROOT / "src")}, run_dir / "stderr.log")
+    if code != 0:
+        raise RuntimeError(f"run {name} failed (exit {code}):\n{(run_dir / 'stderr.log').read_text()[-4000:]}")
     rec = make_record(sp, read_metrics(run_dir), json.loads((run_dir / "summary.json").read_text()), wall, cpu,
                       threads, policy, env)
     rec["resumed_from_step"] = resumed  # None: one uninterrupted process; else wall_s/cpu_s from that step on
@@ -284,8 +278,21 @@ def run_one(sp: dict, out: Path, records: Path, extra: list[str], threads: int, 
 
 
 def _last_checkpoint(run_dir: Path) -> int | None:
-    steps = [int(p.name.split("_")[1]) for p in (run_dir / "checkpoints").glob("step_*") if p.name[5:].isdigit()]
-    return max(steps) if steps else None
+    """The step the trainer will resume ``run_dir`` from (its own rule for a complete checkpoint), or None."""
+    from sfpo.checkpointing import complete_checkpoints
+
+    ckpts = complete_checkpoints(run_dir)
+    return int(ckpts[-1].name.removeprefix("step_")) if ckpts else None
+
+
+def run_timed(cmd: list[str], env: dict, log: Path) -> tuple[int, float, float]:
+    """Run ``cmd`` with stderr to ``log`` (a file, not a pipe: nothing to drain while waiting): its exit code,
+    wall seconds and its own CPU seconds (from wait4, so runs in flight beside it do not count)."""
+    t0 = time.perf_counter()
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+    return os.waitstatus_to_exitcode(status), time.perf_counter() - t0, usage.ru_utime + usage.ru_stime
 
 
 # -------------------------------------------------------------------------------------------- analysis
@@ -359,8 +366,9 @@ def sweep_units(cells: dict, task: str, method: str, cell: dict[int, dict[int, d
     lrs = [c for (t, m, _), c in cells.items() if t == task and m == method]
     if len(lrs) < 2:
         return cell
-    swept = {s for s in {s for c in lrs for s in c.get(0, {})} if sum(s in c.get(0, {}) for c in lrs) >= 2}
-    return {0: {s: r for s, r in cell.get(0, {}).items() if s in swept}} if swept & set(cell.get(0, {})) else {}
+    runs = Counter(s for c in lrs for s in c.get(0, {}))
+    kept = {s: r for s, r in cell.get(0, {}).items() if runs[s] >= 2}
+    return {0: kept} if kept else {}
 
 
 def analyse(records: list[dict]) -> dict:
@@ -389,9 +397,10 @@ def analyse(records: list[dict]) -> dict:
             if not cell:
                 continue
             row = {"lr": best[m], **cell_summary(cell)}
-            for base, key in (("grpo", "vs_grpo"), ("grpo_4passes", "vs_grpo_passes"), (HEADLINE, "vs_sfpo")):
-                if key == "vs_sfpo" and m != "sfpo_tr":  # trust-region SFPO is also measured against SFPO
-                    continue
+            bases = [("grpo", "vs_grpo"), ("grpo_4passes", "vs_grpo_passes")]
+            if m == "sfpo_tr":  # trust-region SFPO is also measured against SFPO
+                bases.append((HEADLINE, "vs_sfpo"))
+            for base, key in bases:
                 b = held_out(cells.get((task, base, best[base]), {}))
                 if b and m != base:
                     row[key] = compare(b, cell)

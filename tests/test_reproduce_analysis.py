@@ -235,7 +235,8 @@ def test_a_stop_file_lets_runs_in_flight_finish_and_starts_no_new_one(tmp_path, 
 
 def test_a_resumed_run_is_marked(tmp_path):
     assert reproduce._last_checkpoint(tmp_path) is None
-    for step in (10, 20):
+    for step in (10, 20, 30):
         (tmp_path / "checkpoints" / f"step_{step:06d}").mkdir(parents=True)
-    (tmp_path / "checkpoints" / "step_000030.tmp").mkdir()  # an unfinished write is no checkpoint
+        if step < 30:  # step 30 was cut short: its trainer_state.pt, renamed into place last, is missing
+            (tmp_path / "checkpoints" / f"step_{step:06d}" / "trainer_state.pt").touch()
     assert reproduce._last_checkpoint(tmp_path) == 20

@@ -148,8 +148,7 @@ class CheckpointMixin:
         return CheckpointError(f"could not write {path}: {why}; {kept}")
 
     def _checkpoints(self) -> list[Path]:
-        """Complete step checkpoints, oldest first (trainer_state.pt is renamed into place last)."""
-        return sorted(p for p in (self.out / "checkpoints").glob("step_*") if (p / "trainer_state.pt").exists())
+        return complete_checkpoints(self.out)
 
     def _follow_config_lr(self, saved: dict[str, Any]) -> None:
         """Optimizer and scheduler state carry the checkpoint's LR; a resume with another optim.lr (as after a run
@@ -186,6 +185,12 @@ class CheckpointMixin:
         self.consecutive_skips = state.get("consecutive_skips", 0)  # absent from checkpoints of older versions
         logger.info("resumed from %s (step %d, %d rollouts)", path, self.step, self.rollouts)
         return self.step
+
+
+def complete_checkpoints(out: Path) -> list[Path]:
+    """The step checkpoints under ``out`` that a resume can use, oldest first (trainer_state.pt is renamed into
+    place last, so a folder without it was cut short)."""
+    return sorted(p for p in (out / "checkpoints").glob("step_*") if (p / "trainer_state.pt").exists())
 
 
 def check_output_dir(out: Path) -> None:
