@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from reproduce import RECORDS, analyse, load_records  # noqa: E402
+from reproduce_grid import RECORDS, load_records  # noqa: E402
+from reproduce_report import analyse  # noqa: E402
 
 
 def _ratio(c: dict | None) -> str:

@@ -12,6 +12,8 @@ from sfpo.compare import bootstrap_ci, effect_summary, ratio_median
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import reproduce  # noqa: E402
+import reproduce_grid  # noqa: E402
+import reproduce_report  # noqa: E402
 
 
 def record(method, policy, seed, reach_at, best, *, task="arithmetic", lr=1e-4, test=None, shared=False):
@@ -77,7 +79,7 @@ def test_compare_pairs_runs_by_policy_and_seed():
     grpo = {p: {s: record("grpo", p, s, 2000, 0.5) for s in range(2)} for p in range(2)}
     sfpo = {p: {s: record("sfpo_noswitch", p, s, 1000, 0.55) for s in range(2)} for p in range(2)}
     sfpo[1][2] = record("sfpo_noswitch", 1, 2, 1000, 0.55)  # no GRPO partner: not a unit
-    c = reproduce.compare(grpo, sfpo)
+    c = reproduce_report.compare(grpo, sfpo)
     r = c["rollouts_ratio"]
     # GRPO first reaches its best at 2048 rollouts (the val point after 2000); SFPO passes 0.5 at 800, seen at 1024
     assert r["n"] == 4 and r["reached"] == 4 and r["point"] == pytest.approx(2.0)
@@ -85,36 +87,36 @@ def test_compare_pairs_runs_by_policy_and_seed():
     assert c["best_val_diff"]["point"] == pytest.approx(0.05) and c["best_val_diff"]["verdict"] == "higher"
     assert c["wallclock_reliable"]
     sfpo[0][0]["cores_shared"] = True
-    assert not reproduce.compare(grpo, sfpo)["wallclock_reliable"]
+    assert not reproduce_report.compare(grpo, sfpo)["wallclock_reliable"]
 
 
 def full_sweep(task, best_lr, seeds=(0,)):
     """Policy-0 sweep records where every method is best at ``best_lr[method]``."""
     recs = []
-    for m in reproduce.GRID_METHODS:
-        for lr in reproduce.LRS:
+    for m in reproduce_grid.GRID_METHODS:
+        for lr in reproduce_grid.LRS:
             for s in seeds:
                 recs.append(record(m, 0, s, 2000, 0.6 if lr == best_lr[m] else 0.4, task=task, lr=lr))
     return recs
 
 
 def test_plan_waits_for_the_sweep_then_runs_each_method_at_its_best_lr():
-    n, nl = len(reproduce.GRID_METHODS), len(reproduce.LRS)
-    runs, waiting = reproduce.plan("issue12", [0, 1, 2], [])
+    n, nl = len(reproduce_grid.GRID_METHODS), len(reproduce_grid.LRS)
+    runs, waiting = reproduce_grid.plan("issue12", [0, 1, 2], [])
     # both sweeps on the selection unit (policy 0, seed 0), then their second seed; the rest waits for them
     assert len(runs) == 2 * n * nl * 2 and len(waiting) == 4
     assert [r["task"] for r in runs[: 2 * n * nl]] == ["arithmetic"] * n * nl + ["countdown"] * n * nl
-    assert all((r["policy"], r["seed"]) == reproduce.SELECT for r in runs[: 2 * n * nl])
+    assert all((r["policy"], r["seed"]) == reproduce_grid.SELECT for r in runs[: 2 * n * nl])
     best = {"grpo": 3e-5, "grpo_4passes": 1e-5, "sfpo_noswitch": 1e-4, "sfpo_tr": 1e-4}
     recs = full_sweep("arithmetic", best)
-    assert reproduce.best_lrs(recs, "arithmetic") == best and reproduce.best_lrs(recs, "countdown") is None
+    assert reproduce_grid.best_lrs(recs, "arithmetic") == best and reproduce_grid.best_lrs(recs, "countdown") is None
     # the second sweep seed does not move the choice: it was made on the selection unit alone
     other = {m: 3e-4 for m in best}
-    assert reproduce.best_lrs(recs + full_sweep("arithmetic", other, seeds=(1,)), "arithmetic") == best
-    runs, waiting = reproduce.plan("issue12", [0, 1, 2], recs)
-    names = [reproduce.record_name(r["task"], r["method"], r["lr"], r["policy"], r["seed"]) for r in runs]
+    assert reproduce_grid.best_lrs(recs + full_sweep("arithmetic", other, seeds=(1,)), "arithmetic") == best
+    runs, waiting = reproduce_grid.plan("issue12", [0, 1, 2], recs)
+    names = [reproduce_grid.record_name(r["task"], r["method"], r["lr"], r["policy"], r["seed"]) for r in runs]
     assert len(names) == len(set(names))
-    main = [r for r in runs if r["task"] == "arithmetic" and (r["policy"], r["seed"]) != reproduce.SELECT]
+    main = [r for r in runs if r["task"] == "arithmetic" and (r["policy"], r["seed"]) != reproduce_grid.SELECT]
     assert len(main) == n * 9 + n * (nl - 1)  # 3 policies × 3 held-out seeds, then the 2nd sweep seed's others
     assert all(r["lr"] == best[r["method"]] for r in main[: n * 9])
     assert {(r["policy"], r["seed"]) for r in main[: n * 9]} == {(p, s) for p in (0, 1, 2) for s in (1, 2, 3)}
@@ -131,7 +133,7 @@ def test_comparison_at_the_best_lr_leaves_out_the_unit_that_chose_it():
     for p in (0, 1, 2):
         for s in (1, 2, 3):
             recs += [record("grpo", p, s, 2000, 0.5), record("sfpo_noswitch", p, s, 1000, 0.55)]
-    row = reproduce.analyse(recs)["main"]["arithmetic"]["sfpo_noswitch"]
+    row = reproduce_report.analyse(recs)["main"]["arithmetic"]["sfpo_noswitch"]
     assert row["n"] == 9
     units = row["vs_grpo"]["rollouts_ratio"]["per_run"]
     assert "p0s0" not in units and len(units) == 9
@@ -178,8 +180,8 @@ def test_claims_keep_two_harness_processes_off_the_same_run(tmp_path):
 
 def test_report_keeps_the_historic_keys_and_adds_intervals(tmp_path):
     recs = [record(m, 0, s, 2000 if m == "grpo" else 1600, 0.5 + 0.01 * s, lr=lr, shared=(s == 1))
-            for m in reproduce.GRID_METHODS for lr in reproduce.LRS for s in (0, 1)]
-    res = reproduce.write_report(recs, 300, ["later"], tmp_path / "reproduction", {"command": "test"})
+            for m in reproduce_grid.GRID_METHODS for lr in reproduce_grid.LRS for s in (0, 1)]
+    res = reproduce_report.write_report(recs, 300, ["later"], tmp_path / "reproduction", {"command": "test"})
     saved = json.loads((tmp_path / "reproduction" / "results.json").read_text())
     assert saved["partial"] and saved["policies"]["arithmetic"]["0"]["sha256"] == "ab" * 32
     assert saved["seeds"] == [0, 1]
@@ -208,12 +210,12 @@ def test_fewer_than_three_runs_get_no_verdict():
 def test_sweep_rows_hold_only_the_sweep_runs():
     best = {"grpo": 1e-4, "grpo_4passes": 1e-4, "sfpo_noswitch": 3e-5, "sfpo_tr": 3e-5}
     recs = full_sweep("arithmetic", best, seeds=(0, 1))
-    recs += [record(m, p, s, 2000, 0.5, lr=best[m]) for m in reproduce.GRID_METHODS for p in (0, 1, 2)
+    recs += [record(m, p, s, 2000, 0.5, lr=best[m]) for m in reproduce_grid.GRID_METHODS for p in (0, 1, 2)
              for s in (2, 3)]
-    sweep = reproduce.analyse(recs)["sweep"]["arithmetic"]
+    sweep = reproduce_report.analyse(recs)["sweep"]["arithmetic"]
     assert sweep["grpo@1e-04"]["n"] == 2 and sweep["sfpo_noswitch@3e-05"]["n"] == 2
     assert sweep["sfpo_noswitch@1e-04"]["vs_grpo"]["rollouts_ratio"]["n"] == 2
-    main = reproduce.analyse(recs)["main"]["arithmetic"]
+    main = reproduce_report.analyse(recs)["main"]["arithmetic"]
     assert main["grpo"]["n"] == 1 + 6  # seed 1 of the sweep and the 6 comparison runs; seed 0 chose the lr
 
 

@@ -1,0 +1,157 @@
+"""The reproduction grid: what each run is (task, method, learning rate, starting policy, seed → trainer
+overrides), how each method's learning rate is chosen, and the order the issue-12 grid runs in. Read by the
+harness (benchmarks/reproduce.py), which runs it, and by its report (benchmarks/reproduce_report.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "reproduce.yaml"
+RECORDS = ROOT / "docs" / "reproduction" / "records"
+REPORT = ROOT / "docs" / "reproduction"
+SFPO = ["algorithm.name=sfpo", "algorithm.inner_steps=3", "algorithm.alpha=0.8"]
+KL_BUDGET = 0.0025  # trust-region SFPO's budget; see docs/reproduction.md ("Trust-region SFPO") for its choice
+METHODS = {
+    "grpo": ["algorithm.name=grpo"],
+    "grpo_4passes": ["algorithm.name=grpo", "algorithm.passes=4"],
+    "sfpo": SFPO + ["algorithm.switch=entropy"],
+    "sfpo_noswitch": SFPO + ["algorithm.switch=never"],
+    "sfpo_tr": SFPO + ["algorithm.switch=never", "algorithm.alpha_rule=kl_budget", f"algorithm.kl_budget={KL_BUDGET}"],
+    **{f"sfpo_a{a}": SFPO + [f"algorithm.alpha={a}", "algorithm.switch=never"] for a in (0.2, 0.5, 1.0)},
+    **{f"sfpo_k{k}": SFPO + [f"algorithm.inner_steps={k}", "algorithm.switch=never"] for k in (1, 5, 7)},
+    "sfpo_k7_a0.2": SFPO + ["algorithm.inner_steps=7", "algorithm.alpha=0.2", "algorithm.switch=never"],
+    "sfpo_reset": SFPO + ["algorithm.optimizer_state=reset", "algorithm.switch=never"],
+    "sfpo_restore": SFPO + ["algorithm.optimizer_state=restore", "algorithm.switch=never"],
+    "sfpo_noslow": SFPO + ["algorithm.slow_pass=false", "algorithm.switch=never"],
+}
+TASKS = {  # task label → overrides; arithmetic and countdown are what the testbed was tuned on
+    "arithmetic": [],
+    "countdown": ["task.name=countdown"],
+    "noise": ["task.reward_noise=0.2"],
+    # nobody tuned the testbed on it (added with this grid); 3-digit worked solutions run to ~50 characters
+    "multiplication": ["task.name=multiplication", "rollout.max_new_tokens=64"],
+    # 8 terms make ~80-token worked solutions; on a CPU that lengthens every phase alike, so it is not in the grid
+    "arith8": ["task.kwargs.terms=8", "rollout.max_new_tokens=96"],
+    # generation-heavy: arithmetic, decoded 8 sequences at a time, so that the rollout takes about half of a GRPO
+    # step as on the paper's GPUs (benchmarks/phase_split.py); the same task and starting policy as arithmetic
+    "gen_heavy": ["rollout.engine_kwargs={max_batch_sequences: 8}"],
+}
+GRID_METHODS = ("grpo", "grpo_4passes", "sfpo_noswitch", "sfpo_tr")
+LRS = (1e-5, 3e-5, 1e-4, 3e-4)  # a 30× span around the base 1e-4
+QUICK = ["steps=30", "eval.every=5", "eval.num_prompts=64", "eval.test_num_prompts=64"]
+SHARED_BELOW = 0.8  # CPU time ÷ wall time of a one-thread run below this: the cores were shared
+
+
+# ------------------------------------------------------------------------------------------------ the grid
+def run_key(task: str, method: str, lr: float) -> str:
+    return f"{task}__{method}__lr{lr:.0e}"
+
+
+def record_name(task: str, method: str, lr: float, policy: int, seed: int) -> str:
+    return f"{run_key(task, method, lr)}__p{policy}s{seed}.json"
+
+
+def spec(task: str, method: str, lr: float, policy: int, seed: int) -> dict:
+    return {"task": task, "method": method, "lr": lr, "policy": policy, "seed": seed,
+            "overrides": METHODS[method] + TASKS[task] + [f"optim.lr={lr}", f"model.warmup_seed={policy}"]}
+
+
+SELECT = (0, 0)  # (policy, seed) whose sweep picks each method's lr; held out of the comparison at that lr
+POLICIES = (0, 1, 2)
+SEEDS = (1, 2, 3)  # the comparison's seeds: none of them took part in choosing the lr
+
+
+def sweep(task: str, seeds=(SELECT[1],), policy: int = SELECT[0]) -> list[dict]:
+    # seed-major, then lr: a partial sweep already compares every method at each lr for the first seed
+    return [spec(task, m, lr, policy, s) for s in seeds for lr in LRS for m in GRID_METHODS]
+
+
+def at_best(task: str, best: dict[str, float], policies, seeds) -> list[dict]:
+    # seed-major over policies: a partial comparison already spans every policy
+    return [spec(task, m, best[m], p, s) for s in seeds for p in policies for m in GRID_METHODS]
+
+
+def best_lrs(records: list[dict], task: str) -> dict[str, float] | None:
+    """Each method's learning rate with the highest best validation accuracy in ``task``'s sweep on the selection
+    unit (policy 0, seed 0); None until that sweep has a record for every method at every lr. The comparison at
+    these lrs runs on other (policy, seed) units, so choosing the lr does not flatter the method that won it."""
+    cells = index(records)
+    out = {}
+    for m in GRID_METHODS:
+        scores = {}
+        for lr in LRS:
+            rec = cells.get((task, m, lr), {}).get(SELECT[0], {}).get(SELECT[1])
+            if rec is None:
+                return None
+            scores[lr] = rec["best_val"]
+        out[m] = max(scores, key=lambda lr: (scores[lr], -lr))
+    return out
+
+
+def held_out(cell: dict[int, dict[int, dict]]) -> dict[int, dict[int, dict]]:
+    """A cell without the selection unit."""
+    out = {p: {s: r for s, r in seeds.items() if (p, s) != SELECT} for p, seeds in cell.items()}
+    return {p: seeds for p, seeds in out.items() if seeds}
+
+
+def plan(grid: str, seeds: list[int], records: list[dict]) -> tuple[list[dict], list[str]]:
+    """The runs of ``grid`` in the order they should run, and what could not be planned yet (and why)."""
+    base = 1e-4
+    waiting: list[str] = []
+    if grid == "quick":
+        return [spec("arithmetic", m, base, 0, seeds[0]) for m in ("grpo", "grpo_4passes", "sfpo")], waiting
+    if grid == "main":
+        return [spec("arithmetic", m, base, 0, s) for s in seeds for m in ("grpo", "grpo_4passes", "sfpo",
+                                                                           "sfpo_noswitch")], waiting
+    if grid == "ablations":
+        return [spec("arithmetic", m, base, 0, s) for s in seeds for m in METHODS if m.startswith("sfpo_")
+                and m not in ("sfpo_noswitch", "sfpo_tr")], waiting
+    if grid == "hard":
+        return [spec(t, m, base, 0, s) for t in ("noise", "countdown") for s in seeds
+                for m in ("grpo", "grpo_4passes", "sfpo_noswitch")], waiting
+    if grid != "issue12":
+        raise SystemExit(f"unknown grid {grid!r}")
+    # In order of what each run adds: a task's lr sweep (selection unit), then its comparison at each method's
+    # best lr (3 policies × 3 seeds); arithmetic first, then countdown, then the untuned task and the
+    # generation-heavy setting (1 policy × 3 seeds at arithmetic's lrs), and last the sweeps' second seed
+    # (how stable the choice of lr is).
+    n, runs = len(GRID_METHODS), []
+    for task in ("arithmetic", "countdown"):
+        runs += sweep(task)
+        best = best_lrs(records, task)
+        if best is None:
+            waiting.append(f"{task} at each method's best lr ({len(POLICIES)} policies × {len(SEEDS)} seeds, "
+                           f"{len(POLICIES) * len(SEEDS) * n} runs): after the {task} sweep")
+        else:
+            runs += at_best(task, best, POLICIES, SEEDS)
+    best = best_lrs(records, "arithmetic")
+    for task in ("multiplication", "gen_heavy"):
+        if best is None:
+            waiting.append(f"{task} (1 policy × {len(SEEDS)} seeds at arithmetic's best lrs, {len(SEEDS) * n} runs): "
+                           "after the arithmetic sweep")
+        else:
+            runs += at_best(task, best, (0,), SEEDS)
+    runs += sweep("arithmetic", seeds=(1,)) + sweep("countdown", seeds=(1,))
+    seen, ordered = set(), []
+    for r in runs:  # the second sweep seed's runs at a best lr are comparison runs too: run them once
+        name = record_name(r["task"], r["method"], r["lr"], r["policy"], r["seed"])
+        if name not in seen:
+            seen.add(name)
+            ordered.append(r)
+    return ordered, waiting
+
+
+
+# ------------------------------------------------------------------------------------------- records
+def load_records(records: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(records.glob("*.json"))] if records.exists() else []
+
+
+def index(records: list[dict]) -> dict[tuple, dict[int, dict[int, dict]]]:
+    """(task, method, lr) → policy → seed → record."""
+    cells: dict[tuple, dict[int, dict[int, dict]]] = {}
+    for r in records:
+        cells.setdefault((r["task"], r["method"], r["lr"]), {}).setdefault(r["policy"], {})[r["seed"]] = r
+    return cells
