@@ -36,9 +36,16 @@ def paired(base: dict[int, dict[int, dict]], run: dict[int, dict[int, dict]], fn
             for p in sorted(run) if p in base}
 
 
+NOTHING = "nothing to reach"  # the baseline never improved on its start: a pair without a ratio
+
+
 def _ratio(kind: str):
     field = "rollouts_ratio" if kind == "rollouts" else "wallclock_ratio"
-    return lambda b, r: match_ratios(_curve(b), _curve(r))[field]
+
+    def ratio(b: dict, r: dict):
+        m = match_ratios(_curve(b), _curve(r))
+        return NOTHING if m["nothing_to_reach"] else m[field]
+    return ratio
 
 
 def compare(base: dict, run: dict) -> dict:
@@ -47,8 +54,11 @@ def compare(base: dict, run: dict) -> dict:
     out = {}
     for kind in ("rollouts", "wallclock"):
         units = paired(base, run, _ratio(kind))
+        empty = sum(v == NOTHING for v in _flat(units).values())  # left out: a run cannot beat a flat baseline
+        units = {p: kept for p, seeds in units.items() if (kept := {s: v for s, v in seeds.items() if v != NOTHING})}
         out[f"{kind}_ratio"] = {**effect_summary(units, kind="ratio"), "per_run": _flat(units),
-                                "reached": sum(v is not None for v in _flat(units).values())}
+                                "reached": sum(v is not None for v in _flat(units).values()),
+                                "nothing_to_reach": empty}
     for key in ("best_val", "test_of_best"):
         units = paired(base, run, lambda b, r, k=key: None if r[k] is None or b[k] is None else r[k] - b[k])
         out[f"{key}_diff"] = {**effect_summary(units, kind="difference"), "per_run": _flat(units)}
@@ -163,6 +173,8 @@ def _ci(ci, fmt="{:.2f}") -> str:
 
 
 def _effect(e: dict, fmt="{:.2f}", reliable: bool = True) -> str:
+    if not e["n"] and e.get("nothing_to_reach"):
+        return f"{NOTHING} (n={e['nothing_to_reach']})"
     point = _f(e["point"], fmt) if e["point"] is not None else "never"
     note = "" if reliable else " ⚠ cores shared"
     return f"{point} {_ci(e['ci'], fmt)} {e['verdict']} (n={e['n']}){note}"
@@ -190,8 +202,8 @@ def write_report(records: list[dict], total: int, waiting: list[str], report: Pa
                + (f"; not planned yet: {'; '.join(waiting)}" if waiting else "") + ". Every number below is "
                "from the finished runs only, and will move as the grid completes.", ""]
     md += ["Ratios are baseline cost ÷ run cost to first reach the baseline's best validation accuracy (above 1: "
-           "the run got there cheaper; `never`: it did not reach it, ranked below every ratio — also when the baseline "
-           "never improved on its start, so there was nothing to reach). Each effect is "
+           "the run got there cheaper; `never`: it did not reach it, ranked below every ratio; `nothing to reach`: the "
+           "baseline never improved on its start, so there is no ratio and the pair is left out). Each effect is "
            "paired (same starting policy, same seed) and comes with a 95% two-level bootstrap interval over "
            "policies × seeds (`sfpo.compare.bootstrap_ci`); the verdict says **within noise** whenever the "
            "interval includes no effect, and *too few runs* below 3 paired runs (one run has no interval). "
@@ -336,10 +348,13 @@ def findings(results: dict) -> list[str]:
                 if not c:
                     continue
                 r, v, t = c["rollouts_ratio"], c["best_val_diff"], c["test_of_best_diff"]
+                if not r["n"] and r.get("nothing_to_reach"):
+                    reach = f"{NOTHING} (the baseline never improved)"
+                else:
+                    point = "never" if r["point"] is None else format(r["point"], ".2f") + "×"
+                    reach = f"{point} {_ci(r['ci'])} **{r['verdict']}**"
                 out.append(f"{task}, {LABELS.get(m, m)} (lr {row['lr']:.0e}) vs {base} (each at its best lr): "
-                           f"rollouts to reach its best {'never' if r['point'] is None else format(r['point'], '.2f') + '×'} "
-                           f"{_ci(r['ci'])} **{r['verdict']}**"
-                           f"; best validation {_f(v['point'], '{:+.3f}')} {_ci(v['ci'], '{:+.3f}')} "
+                           f"rollouts to reach its best {reach}; best validation {_f(v['point'], '{:+.3f}')} {_ci(v['ci'], '{:+.3f}')} "
                            f"**{v['verdict']}**; test of the best {_f(t['point'], '{:+.3f}')} "
                            f"{_ci(t['ci'], '{:+.3f}')} **{t['verdict']}** ({r['n']} runs).")
     return out

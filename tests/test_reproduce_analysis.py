@@ -90,6 +90,19 @@ def test_compare_pairs_runs_by_policy_and_seed():
     assert not reproduce_report.compare(grpo, sfpo)["wallclock_reliable"]
 
 
+
+def test_a_baseline_that_never_improved_leaves_nothing_to_reach():
+    # GRPO collapsed in one pair (best = its starting point): that pair has no ratio, and is left out, not "never"
+    grpo = {0: {0: record("grpo", 0, 0, 2000, 0.3), 1: record("grpo", 0, 1, 2000, 0.5)}}
+    sfpo = {0: {s: record("sfpo_noswitch", 0, s, 1000, 0.55) for s in (0, 1)}}
+    r = reproduce_report.compare(grpo, sfpo)["rollouts_ratio"]
+    assert r["nothing_to_reach"] == 1 and r["n"] == 1 and r["per_run"] == {"p0s1": pytest.approx(2.0)}
+    flat = reproduce_report.compare({0: {0: grpo[0][0]}}, {0: {0: sfpo[0][0]}})
+    for kind in ("rollouts_ratio", "wallclock_ratio"):
+        assert flat[kind]["n"] == 0 and flat[kind]["nothing_to_reach"] == 1
+        assert reproduce_report._effect(flat[kind]).startswith("nothing to reach")
+    assert flat["best_val_diff"]["point"] == pytest.approx(0.25)  # the accuracy difference still counts
+
 def full_sweep(task, best_lr, seeds=(0,)):
     """Policy-0 sweep records where every method is best at ``best_lr[method]``."""
     recs = []

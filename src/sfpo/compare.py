@@ -52,11 +52,13 @@ def step_time(records: list[dict[str, Any]]) -> float:
 
 
 def match_ratios(baseline: list[dict[str, Any]], run: list[dict[str, Any]], smooth: int = 1) -> dict[str, Any]:
-    """How much less the run spent to first reach the baseline's best accuracy (None if it never did)."""
+    """How much less the run spent to first reach the baseline's best accuracy (None if it never did).
+    ``nothing_to_reach``: the baseline's best is its starting point (it never improved), so no ratio exists."""
     target = best_point(baseline, smooth)
     hit = first_reach(run, target["acc"], smooth)
     out: dict[str, Any] = {"target_acc": target["acc"], "baseline_rollouts": target["rollouts"],
                            "baseline_time": target["time"], "reached": hit is not None,
+                           "nothing_to_reach": not target["rollouts"],
                            "run_rollouts": None, "run_time": None, "rollouts_ratio": None, "wallclock_ratio": None}
     if hit is not None:
         out.update(run_rollouts=hit["rollouts"], run_time=hit["time"])
