@@ -49,17 +49,41 @@ logger = logging.getLogger("reproduce")
 _POLICY_LOCK = threading.Lock()
 
 
-def _policy(task: str, policy: int) -> dict:
-    """Build (or find) the starting policy of ``task`` for warm-start seed ``policy``; its identity."""
-    from sfpo.config import load_config
-    from sfpo.testbed import SHIPPED_DIR, file_sha256, warm_start
+def _policy(task: str, policy: int, records: Path) -> dict:
+    """Build (or find) the starting policy of ``task`` for warm-start seed ``policy``; its identity.
 
+    A warm-start's bits follow the CPU's kernels, so a policy built on another machine differs. The grid's
+    policies that do not ship with the package are kept beside the records (``<records>/../policies``, committed
+    with them) and restored into the testbed cache before use, so that a grid continued on a fresh machine starts
+    its remaining runs from the same bits; and a run never starts from a build other than the one earlier records
+    of the same policy were made from (they could not be paired)."""
+    from sfpo.config import load_config
+    from sfpo.testbed import SHIPPED_DIR, default_cache_dir, file_sha256, warm_start
+
+    store = records.parent / "policies"
+    for kept in sorted(store.glob("*/model.safetensors")):  # restore the stored builds over any local ones
+        local = default_cache_dir() / kept.parent.name
+        if not (local / "model.safetensors").exists() or file_sha256(local / "model.safetensors") != file_sha256(kept):
+            logger.info("testbed policy: restoring the stored %s into %s", kept.parent, local)
+            shutil.rmtree(local, ignore_errors=True)
+            shutil.copytree(kept.parent, local)
     cfg = load_config(CONFIG, TASKS[task] + [f"model.warmup_seed={policy}"])
     path = warm_start(cfg.task.name, cfg.task.kwargs, seed=policy, size=cfg.model.testbed_size, progress=False)
+    shipped = path.parent == SHIPPED_DIR
+    if not shipped and not (store / path.name).exists():
+        shutil.copytree(path, store / path.name)
+        logger.warning("testbed policy: stored %s; commit it with the records, so that the grid's other runs from "
+                       "it start from the same bits on any machine", store / path.name)
     info = json.loads((path / "sfpo_testbed.json").read_text())
-    return {"folder": path.name, "shipped": path.parent == SHIPPED_DIR,
-            "sha256": file_sha256(path / "model.safetensors"), "steps_trained": info.get("steps_trained"),
-            "probe_pass1": info.get("probe_pass1")}
+    ident = {"folder": path.name, "shipped": shipped, "sha256": file_sha256(path / "model.safetensors"),
+             "steps_trained": info.get("steps_trained"), "probe_pass1": info.get("probe_pass1")}
+    other = {r["policy_info"]["sha256"] for r in load_records(records) if r["policy_info"]["folder"] == path.name}
+    if other - {ident["sha256"]}:
+        raise RuntimeError(f"starting policy {path} (sha256 {ident['sha256'][:16]}…) is not the build that earlier "
+                           f"records of it were made from ({', '.join(sorted(x[:16] + '…' for x in other))}): "
+                           f"their runs could not be paired with this one. Put that build into {store / path.name} "
+                           f"(it restores from there), or move those records aside to start the policy afresh")
+    return ident
 
 
 def _environment() -> dict:
@@ -111,7 +135,7 @@ def run_one(sp: dict, out: Path, records: Path, extra: list[str], threads: int, 
     if (records / name).exists():
         return json.loads((records / name).read_text())
     with _POLICY_LOCK:  # two workers never build the same policy at once
-        policy = _policy(sp["task"], sp["policy"])  # built here (cached), so the run's own time excludes it
+        policy = _policy(sp["task"], sp["policy"], records)  # built here (cached), so the run's own time excludes it
     run_dir = out / name.removesuffix(".json")
     cmd = [sys.executable, "-m", "sfpo.cli", "train", str(CONFIG), *sp["overrides"], *extra,
            f"seed={sp['seed']}", f"threads={threads}", f"output_dir={run_dir}", "log.progress=false",

@@ -183,12 +183,15 @@ def _effect(e: dict, fmt="{:.2f}", reliable: bool = True) -> str:
 def write_report(records: list[dict], total: int, waiting: list[str], report: Path, meta: dict) -> dict:
     analysis = analyse(records)
     head, source = headline(analysis)
-    policies = {}
+    policies, builds = {}, {}
     for r in records:
         policies.setdefault(r["task"], {})[str(r["policy"])] = r["policy_info"]
+        builds.setdefault(r["policy_info"]["folder"], set()).add(r["policy_info"]["sha256"])
+    mixed = sorted(f for f, shas in builds.items() if len(shas) > 1)  # the harness refuses this; say it if seen
     seeds = sorted({r["seed"] for r in records})
     partial = len(records) < total or bool(waiting)
-    results = {"partial": partial, "records": len(records), "planned": total, "waiting": waiting,
+    results = {"partial": partial, "mixed_policies": mixed, "records": len(records), "planned": total,
+               "waiting": waiting,
                "seeds": seeds, "policies": policies, "headline_method": HEADLINE, "headline_source": source,
                **head, "kl_budget": KL_BUDGET, "lrs": list(LRS), "meta": meta, **analysis}
     report.mkdir(parents=True, exist_ok=True)
@@ -211,6 +214,10 @@ def write_report(records: list[dict], total: int, waiting: list[str], report: Pa
            f"{SHARED_BELOW:.0%} of its wall time shared its core, and wall-clock ratios that involve such runs are "
            "marked ⚠ (unreliable). Rollout counts are unaffected by shared cores.", "",
            "## Findings (computed)", ""]
+    if mixed:
+        md += [f"- ⚠ **Mixed starting policies:** records of {', '.join(mixed)} were made from different builds "
+               "(sha256), so their pairs do not start from the same weights: the comparisons below are not paired "
+               "where they meet."]
     md += [f"- {f}" for f in findings(results)]
     notes = report.parent / f"{report.name}_notes.md"
     if notes.exists():
@@ -354,7 +361,7 @@ def findings(results: dict) -> list[str]:
                     point = "never" if r["point"] is None else format(r["point"], ".2f") + "×"
                     reach = f"{point} {_ci(r['ci'])} **{r['verdict']}**"
                 out.append(f"{task}, {LABELS.get(m, m)} (lr {row['lr']:.0e}) vs {base} (each at its best lr): "
-                           f"rollouts to reach its best {reach}; best validation {_f(v['point'], '{:+.3f}')} {_ci(v['ci'], '{:+.3f}')} "
-                           f"**{v['verdict']}**; test of the best {_f(t['point'], '{:+.3f}')} "
-                           f"{_ci(t['ci'], '{:+.3f}')} **{t['verdict']}** ({r['n']} runs).")
+                           f"rollouts to reach its best {reach}; best validation {_f(v['point'], '{:+.3f}')} "
+                           f"{_ci(v['ci'], '{:+.3f}')} **{v['verdict']}**; test of the best "
+                           f"{_f(t['point'], '{:+.3f}')} {_ci(t['ci'], '{:+.3f}')} **{t['verdict']}** ({v['n']} runs).")
     return out

@@ -3,6 +3,7 @@ the "within noise" verdicts, the best-lr choice, the grid plan and the report's 
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -209,6 +210,11 @@ def test_report_keeps_the_historic_keys_and_adds_intervals(tmp_path):
     for png in ("lr_sweep.png", "arithmetic_best_lr.png"):  # the plots the report links to
         assert (tmp_path / "reproduction" / png).stat().st_size > 10_000 and f"reproduction/{png}" in md
     assert res["best_lr"]["arithmetic"]["grpo"] == 1e-5  # all lrs tie: the smallest wins
+    assert saved["mixed_policies"] == [] and "Mixed starting policies" not in md
+    recs[0]["policy_info"] = {**recs[0]["policy_info"], "sha256": "cd" * 32}  # one run from another build
+    res = reproduce_report.write_report(recs, 300, [], tmp_path / "reproduction", {"command": "test"})
+    assert res["mixed_policies"] == ["arithmetic-p0"]
+    assert "Mixed starting policies" in (tmp_path / "reproduction.md").read_text()
 
 
 def test_fewer_than_three_runs_get_no_verdict():
@@ -255,3 +261,49 @@ def test_a_resumed_run_is_marked(tmp_path):
         if step < 30:  # step 30 was cut short: its trainer_state.pt, renamed into place last, is missing
             (tmp_path / "checkpoints" / f"step_{step:06d}" / "trainer_state.pt").touch()
     assert reproduce._last_checkpoint(tmp_path) == 20
+
+
+def test_a_grid_policy_is_stored_beside_the_records_and_restored_over_a_local_build(tmp_path, monkeypatch):
+    import sfpo.testbed
+
+    monkeypatch.setenv("SFPO_CACHE_DIR", str(tmp_path / "cache"))
+    builds = iter([b"this machine's build", b"another machine's build"])
+
+    def fake_warm_start(task_name, task_kwargs, *, seed, size, progress):  # builds only when the cache lacks it
+        path = sfpo.testbed.default_cache_dir() / f"{task_name}-{size}-p{seed}"
+        if not (path / "model.safetensors").exists():
+            path.mkdir(parents=True)
+            (path / "model.safetensors").write_bytes(next(builds))
+            (path / "sfpo_testbed.json").write_text(json.dumps({"steps_trained": 600, "probe_pass1": 0.4}))
+        return path
+
+    monkeypatch.setattr(sfpo.testbed, "warm_start", fake_warm_start)
+    records = tmp_path / "reproduction" / "records"
+    first = reproduce._policy("arithmetic", 1, records)
+    stored = tmp_path / "reproduction" / "policies" / first["folder"] / "model.safetensors"
+    assert stored.read_bytes() == b"this machine's build" and not first["shipped"]
+    # a fresh machine: its cache is empty, so the stored build is restored, not rebuilt
+    shutil.rmtree(tmp_path / "cache")
+    assert reproduce._policy("arithmetic", 1, records)["sha256"] == first["sha256"]
+    # a machine that built its own first: the stored build (the records' one) replaces it
+    local = tmp_path / "cache" / "testbed" / first["folder"] / "model.safetensors"
+    local.write_bytes(b"another machine's build")
+    assert reproduce._policy("arithmetic", 1, records)["sha256"] == first["sha256"]
+    assert local.read_bytes() == b"this machine's build"
+    # records made from another build of this policy: a run from this one could not be paired with them
+    records.mkdir(parents=True)
+    (records / "r.json").write_text(json.dumps({"policy_info": {**first, "sha256": "cd" * 32}}))
+    with pytest.raises(RuntimeError, match="not the build that earlier records of it were made from"):
+        reproduce._policy("arithmetic", 1, records)
+
+
+def test_the_stored_grid_policies_are_the_builds_the_records_were_made_from():
+    from sfpo.testbed import file_sha256
+
+    store = reproduce_grid.RECORDS.parent / "policies"
+    stored = {p.parent.name: file_sha256(p) for p in store.glob("*/model.safetensors")}
+    recs = reproduce_grid.load_records(reproduce_grid.RECORDS)
+    assert stored, "the grid's non-shipped policies are stored beside its records"
+    for r in recs:
+        info = r["policy_info"]
+        assert info["shipped"] or stored.get(info["folder"]) == info["sha256"], r["policy_info"]
