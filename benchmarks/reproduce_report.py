@@ -270,8 +270,9 @@ COLORS = {"grpo": "tab:blue", "grpo_4passes": "tab:orange", "sfpo_noswitch": "ta
 
 
 def plot_report(records: list[dict], analysis: dict, report: Path) -> list[Path]:
-    """PNGs beside the report: per task, the validation curves of each method at its best lr (each held-out
-    run thin, the median over runs thick) against rollouts and against training time; and the lr sweeps."""
+    """PNGs beside the report: per task, each method at its best lr, the gain in validation accuracy over the
+    run's own start (so that policies starting at different accuracies line up; each held-out run thin, the
+    median over runs thick) against rollouts and against training time; and the lr sweeps."""
     from sfpo.plots import pyplot
 
     plt, cells, out = pyplot(), index(records), []
@@ -284,13 +285,14 @@ def plot_report(records: list[dict], analysis: dict, report: Path) -> list[Path]
             n = min(len(r["val"]) for r in runs)
             for ax, col in zip(axes, (1, 2)):
                 for r in runs:
-                    ax.plot([v[col] for v in r["val"]], [v[3] for v in r["val"]], color=COLORS[m], lw=0.5, alpha=0.35)
+                    ax.plot([v[col] for v in r["val"]], [v[3] - r["val"][0][3] for v in r["val"]], color=COLORS[m],
+                            lw=0.5, alpha=0.35)
                 ax.plot([statistics.median(r["val"][i][col] for r in runs) for i in range(n)],
-                        [statistics.median(r["val"][i][3] for r in runs) for i in range(n)], color=COLORS[m], lw=2,
-                        label=f"{LABELS.get(m, m)}, lr {best[m]:.0e} ({len(runs)} runs)")
-        axes[0].set(xlabel="rollouts", ylabel="validation accuracy (avg@4)", title=f"{task}: each method at its best lr")
-        axes[1].set(xlabel="training time (s, one thread)", ylabel="validation accuracy (avg@4)",
-                    title="the same against training time")
+                        [statistics.median(r["val"][i][3] - r["val"][0][3] for r in runs) for i in range(n)],
+                        color=COLORS[m], lw=2, label=f"{LABELS.get(m, m)}, lr {best[m]:.0e} ({len(runs)} runs)")
+        gain = "validation accuracy gain over the start"
+        axes[0].set(xlabel="rollouts", ylabel=gain, title=f"{task}: each method at its best lr (avg@4)")
+        axes[1].set(xlabel="training time (s, one thread)", ylabel=gain, title="the same against training time")
         for ax in axes:
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
