@@ -346,7 +346,7 @@ def findings(results: dict) -> list[str]:
                  "not measurable": "not measurable", "too few runs": "too few runs for a verdict"}[b["verdict"]]
         unreliable = kind == "wallclock" and not b.get("reliable", True)
         point = "never (the median run did not reach it)" if b["median"] is None else f"{b['median']:.2f}×"
-        out.append(f"{kind} to reach {base}'s best: {point} (95% CI {_ci(b['ci'])}"
+        out.append(f"{kind} to reach the best of {base}: {point} (95% CI {_ci(b['ci'])}"
                    f", {b['n']} runs, reached in {b['reached']}): **{words}**"
                    + (" — unreliable: the cores were shared during some of these runs" if unreliable else "") + ".")
     names = {"vs_grpo": "GRPO", "vs_grpo_passes": "GRPO-4", "vs_sfpo": "SFPO"}
