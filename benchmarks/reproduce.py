@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from reproduce_grid import (CONFIG, QUICK, RECORDS, REPORT, SHARED_BELOW, TASKS, load_records, plan,  # noqa: E402
-                            record_name)
+from reproduce_grid import (CONFIG, QUICK, RECORDS, REPORT, SHARED_BELOW, TASKS, load_records,  # noqa: E402
+                            name_of, plan)
 from reproduce_report import RATIO_KEYS, write_report  # noqa: E402
 
 from sfpo.demo import cpu_snapshot  # noqa: E402
@@ -131,7 +131,7 @@ def run_one(sp: dict, out: Path, records: Path, extra: list[str], threads: int, 
             parallel: int = 1) -> dict:
     from sfpo.metrics import read_metrics
 
-    name = record_name(sp["task"], sp["method"], sp["lr"], sp["policy"], sp["seed"])
+    name = name_of(sp)
     if (records / name).exists():
         return json.loads((records / name).read_text())
     with _POLICY_LOCK:  # two workers never build the same policy at once
@@ -191,8 +191,8 @@ def run_grid(args, out: Path, records_dir: Path, extra: list[str], env: dict) ->
     with cf.ThreadPoolExecutor(max_workers=args.workers) as pool:
         while True:
             runs, _ = plan(args.grid, args.seeds, load_records(records_dir))
-            todo = [r for r in runs if _name(r) not in failed and _name(r) not in flight.values()
-                    and not (records_dir / _name(r)).exists()]
+            todo = [r for r in runs if name_of(r) not in failed and name_of(r) not in flight.values()
+                    and not (records_dir / name_of(r)).exists()]
             stop = (out / "STOP").exists()  # touch <out>/STOP: the runs in flight finish, no new one starts
             if stop and not flight:
                 logger.info("%s exists: stopping; remove it to go on", out / "STOP")
@@ -200,9 +200,9 @@ def run_grid(args, out: Path, records_dir: Path, extra: list[str], env: dict) ->
             while (todo and not stop and len(flight) < args.workers
                    and not (args.max_runs and new + len(flight) >= args.max_runs)):
                 sp = todo.pop(0)
-                if _claim(out, _name(sp)):  # another harness process may be running it
+                if _claim(out, name_of(sp)):  # another harness process may be running it
                     flight[pool.submit(run_one, sp, out, records_dir, extra, args.threads, env,
-                                       args.workers)] = _name(sp)
+                                       args.workers)] = name_of(sp)
             if not flight:
                 return failed
             done, _ = cf.wait(flight, return_when=cf.FIRST_COMPLETED)
@@ -215,7 +215,7 @@ def run_grid(args, out: Path, records_dir: Path, extra: list[str], env: dict) ->
                 except Exception as e:  # noqa: BLE001 — one broken run must not stop the others
                     failed.append(name)
                     logger.error("%s failed; the grid goes on without it: %s", name, e)
-            have = sum((records_dir / _name(r)).exists() for r in runs)
+            have = sum((records_dir / name_of(r)).exists() for r in runs)
             logger.info("progress: %d of %d planned runs have records (%d new, %d in flight, %.0f s)", have,
                         len(runs), new, len(flight), time.perf_counter() - t0)
 
@@ -241,10 +241,6 @@ def _claim(out: Path, name: str) -> bool:
         os.close(fd)
         return True
     return False
-
-
-def _name(sp: dict) -> str:
-    return record_name(sp["task"], sp["method"], sp["lr"], sp["policy"], sp["seed"])
 
 
 def main() -> None:
@@ -276,9 +272,9 @@ def main() -> None:
     env = _environment()
     failed = [] if args.analyse_only else run_grid(args, out, records_dir, extra, env)
     runs, waiting = plan(args.grid, args.seeds, load_records(records_dir))
-    names = {record_name(r["task"], r["method"], r["lr"], r["policy"], r["seed"]) for r in runs}
+    names = {name_of(r) for r in runs}
     records = [r for r in load_records(records_dir)
-               if record_name(r["task"], r["method"], r["lr"], r["policy"], r["seed"]) in names]
+               if name_of(r) in names]
     meta = {"command": " ".join(["python", *sys.argv]), "grid": args.grid, "overrides": extra, **env}
     results = write_report(records, len(runs), waiting, report, meta)
     print(json.dumps({"grid": args.grid, "records": len(records), "planned": len(runs), "partial": results["partial"],

@@ -53,6 +53,11 @@ def record_name(task: str, method: str, lr: float, policy: int, seed: int) -> st
     return f"{run_key(task, method, lr)}__p{policy}s{seed}.json"
 
 
+def name_of(run: dict) -> str:
+    """The record file name of a run's spec or of its record."""
+    return record_name(run["task"], run["method"], run["lr"], run["policy"], run["seed"])
+
+
 def spec(task: str, method: str, lr: float, policy: int, seed: int) -> dict:
     return {"task": task, "method": method, "lr": lr, "policy": policy, "seed": seed,
             "overrides": METHODS[method] + TASKS[task] + [f"optim.lr={lr}", f"model.warmup_seed={policy}"]}
@@ -136,7 +141,7 @@ def plan(grid: str, seeds: list[int], records: list[dict]) -> tuple[list[dict], 
     runs += sweep("arithmetic", seeds=(1,)) + sweep("countdown", seeds=(1,))
     seen, ordered = set(), []
     for r in runs:  # the second sweep seed's runs at a best lr are comparison runs too: run them once
-        name = record_name(r["task"], r["method"], r["lr"], r["policy"], r["seed"])
+        name = name_of(r)
         if name not in seen:
             seen.add(name)
             ordered.append(r)

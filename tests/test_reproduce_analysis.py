@@ -162,7 +162,7 @@ def test_run_grid_runs_side_by_side_and_survives_a_failed_run(tmp_path, monkeypa
     inflight = [0]
 
     def fake_run_one(sp, out, records, extra, threads, env, parallel=1):
-        name = reproduce._name(sp)
+        name = reproduce_grid.name_of(sp)
         with lock:
             started.append(name)
             inflight[0] += 1
@@ -242,10 +242,10 @@ def test_a_stop_file_lets_runs_in_flight_finish_and_starts_no_new_one(tmp_path, 
     started = []
 
     def fake_run_one(sp, out, records, extra, threads, env, parallel=1):
-        started.append(reproduce._name(sp))
+        started.append(reproduce_grid.name_of(sp))
         (out / "STOP").touch()  # asked to stop while this run was in flight
         records.mkdir(parents=True, exist_ok=True)
-        (records / reproduce._name(sp)).write_text("{}")
+        (records / reproduce_grid.name_of(sp)).write_text("{}")
 
     monkeypatch.setattr(reproduce, "run_one", fake_run_one)
     args = type("A", (), {"grid": "quick", "seeds": [0], "workers": 1, "max_runs": 0, "threads": 1})()
