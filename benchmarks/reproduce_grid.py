@@ -63,6 +63,15 @@ def spec(task: str, method: str, lr: float, policy: int, seed: int) -> dict:
             "overrides": METHODS[method] + TASKS[task] + [f"optim.lr={lr}", f"model.warmup_seed={policy}"]}
 
 
+SWEPT = ("arithmetic", "countdown")  # the tasks with an lr sweep; every other task runs at arithmetic's best lrs
+
+
+def lrs_of(task: str) -> str:
+    """The task whose sweep chooses ``task``'s learning rates: its own if it was swept, else arithmetic's (the
+    untuned task and the generation-heavy setting are compared at lrs nobody chose on them)."""
+    return task if task in SWEPT else "arithmetic"
+
+
 SELECT = (0, 0)  # (policy, seed) whose sweep picks each method's lr; held out of the comparison at that lr
 POLICIES = (0, 1, 2)
 SEEDS = (1, 2, 3)  # the comparison's seeds: none of them took part in choosing the lr
@@ -123,7 +132,7 @@ def plan(grid: str, seeds: list[int], records: list[dict]) -> tuple[list[dict], 
     # generation-heavy setting (1 policy × 3 seeds at arithmetic's lrs), and last the sweeps' second seed
     # (how stable the choice of lr is).
     n, runs = len(GRID_METHODS), []
-    for task in ("arithmetic", "countdown"):
+    for task in SWEPT:
         runs += sweep(task)
         best = best_lrs(records, task)
         if best is None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from reproduce_grid import (GRID_METHODS, KL_BUDGET, LRS, SHARED_BELOW, best_lrs, held_out,  # noqa: E402
+from reproduce_grid import (GRID_METHODS, KL_BUDGET, LRS, SHARED_BELOW, best_lrs, held_out, lrs_of,  # noqa: E402
                             index)
 
 from sfpo.compare import effect_summary, match_ratios  # noqa: E402
@@ -99,6 +99,17 @@ def sweep_units(cells: dict, task: str, method: str, cell: dict[int, dict[int, d
     return {0: kept} if kept else {}
 
 
+def _best_of(task: str) -> str:
+    """Whose best lr ``task`` is compared at, as the report words it: "its", or "arithmetic's"."""
+    return "its best" if lrs_of(task) == task else f"{lrs_of(task)}'s best"
+
+
+def _is_sweep(rows: dict) -> bool:
+    """Whether a task's "method@lr" rows hold a learning-rate sweep: some method ran at two or more lrs."""
+    methods = [name.split("@")[0] for name in rows]
+    return len(methods) > len(set(methods))
+
+
 def analyse(records: list[dict]) -> dict:
     cells = index(records)
     tasks = sorted({t for t, _, _ in cells})
@@ -115,7 +126,7 @@ def analyse(records: list[dict]) -> dict:
                     row[f"vs_{base}"] = compare(sweep_units(cells, task, base, cells[(task, base, lr)]), cell)
             rows[f"{m}@{lr:.0e}"] = row
         out["sweep"][task] = rows
-        best = best_lrs(records, task) if task in ("arithmetic", "countdown") else best_lrs(records, "arithmetic")
+        best = best_lrs(records, lrs_of(task))
         if best is None:
             continue
         out["best_lr"][task] = best
@@ -133,7 +144,8 @@ def analyse(records: list[dict]) -> dict:
                 if b and m != base:
                     row[key] = compare(b, cell)
             main[m] = row
-        out["main"][task] = main
+        if main:  # none until a comparison run lands
+            out["main"][task] = main
     return out
 
 
@@ -230,7 +242,8 @@ def write_report(records: list[dict], total: int, waiting: list[str], report: Pa
                       f"{info['probe_pass1']} | `{info['sha256'][:16]}…` |")
     plot_report(records, analysis, report)
     for task, main in analysis["main"].items():
-        md += ["", f"## {task}: each method at its best learning rate", ""]
+        md += ["", f"## {task}: each method at {_best_of(task)} learning rate"
+               + ("" if lrs_of(task) == task else f" ({task} was not swept)"), ""]
         if (report / f"{task}_best_lr.png").exists():
             md += [f"![{task}: validation curves at each method's best lr]({report.name}/{task}_best_lr.png)", ""]
         md += ["| method | lr | runs (policies) | best val | test of best | rollouts ratio vs GRPO | vs GRPO-4 | "
@@ -241,6 +254,8 @@ def write_report(records: list[dict], total: int, waiting: list[str], report: Pa
     if (report / "lr_sweep.png").exists():
         md += ["", f"![learning-rate sweeps]({report.name}/lr_sweep.png)"]
     for task, rows in analysis["sweep"].items():
+        if not _is_sweep(rows):  # each method at one lr (borrowed from another task's sweep): not a sweep
+            continue
         md += ["", f"## {task}: learning-rate sweep (ratios against the baseline at the same lr)", "",
                "| method @ lr | runs | best val [min, max] | test of best | rollouts ratio vs GRPO | vs GRPO-4 | "
                "Δ best val vs GRPO | wall-clock ratio vs GRPO | rollout / old log-probs / update (s) | α |",
@@ -276,7 +291,8 @@ def plot_report(records: list[dict], analysis: dict, report: Path) -> list[Path]
     from sfpo.plots import pyplot
 
     plt, cells, out = pyplot(), index(records), []
-    for task, best in analysis["best_lr"].items():
+    for task in analysis["main"]:
+        best = analysis["best_lr"][task]
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
         for m in GRID_METHODS:
             runs = [r for seeds in held_out(cells.get((task, m, best[m]), {})).values() for r in seeds.values()]
@@ -291,7 +307,7 @@ def plot_report(records: list[dict], analysis: dict, report: Path) -> list[Path]
                         [statistics.median(r["val"][i][3] - r["val"][0][3] for r in runs) for i in range(n)],
                         color=COLORS[m], lw=2, label=f"{LABELS.get(m, m)}, lr {best[m]:.0e} ({len(runs)} runs)")
         gain = "validation accuracy gain over the start"
-        axes[0].set(xlabel="rollouts", ylabel=gain, title=f"{task}: each method at its best lr (avg@4)")
+        axes[0].set(xlabel="rollouts", ylabel=gain, title=f"{task}: each method at {_best_of(task)} lr (avg@4)")
         axes[1].set(xlabel="training time (s, one thread)", ylabel=gain, title="the same against training time")
         for ax in axes:
             ax.grid(alpha=0.3)
@@ -300,7 +316,7 @@ def plot_report(records: list[dict], analysis: dict, report: Path) -> list[Path]
         out.append(report / f"{task}_best_lr.png")
         fig.savefig(out[-1], dpi=110)
         plt.close(fig)
-    tasks = [t for t, rows in analysis["sweep"].items() if len({k.split("@")[1] for k in rows}) > 1]
+    tasks = [t for t, rows in analysis["sweep"].items() if _is_sweep(rows)]
     if tasks:
         fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.8), squeeze=False)
         for ax, task in zip(axes[0], tasks):
@@ -362,7 +378,7 @@ def findings(results: dict) -> list[str]:
                 else:
                     point = "never" if r["point"] is None else format(r["point"], ".2f") + "×"
                     reach = f"{point} {_ci(r['ci'])} **{r['verdict']}**"
-                out.append(f"{task}, {LABELS.get(m, m)} (lr {row['lr']:.0e}) vs {base} (each at its best lr): "
+                out.append(f"{task}, {LABELS.get(m, m)} (lr {row['lr']:.0e}) vs {base} (each at {_best_of(task)} lr): "
                            f"rollouts to reach its best {reach}; best validation {_f(v['point'], '{:+.3f}')} "
                            f"{_ci(v['ci'], '{:+.3f}')} **{v['verdict']}**; test of the best "
                            f"{_f(t['point'], '{:+.3f}')} {_ci(t['ci'], '{:+.3f}')} **{t['verdict']}** ({v['n']} runs).")

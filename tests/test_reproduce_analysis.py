@@ -217,6 +217,22 @@ def test_report_keeps_the_historic_keys_and_adds_intervals(tmp_path):
     assert "Mixed starting policies" in (tmp_path / "reproduction.md").read_text()
 
 
+def test_an_unswept_task_is_compared_at_arithmetics_lrs_and_said_so(tmp_path):
+    best = {"grpo": 1e-4, "grpo_4passes": 3e-5, "sfpo_noswitch": 3e-5, "sfpo_tr": 3e-5}
+    recs = full_sweep("arithmetic", best)
+    recs += [record(m, 0, s, 2000 if m == "grpo" else 1000, 0.5 if m == "grpo" else 0.55, task="multiplication",
+                    lr=best[m]) for m in reproduce_grid.GRID_METHODS for s in (1, 2, 3)]
+    res = reproduce_report.write_report(recs, 0, [], tmp_path / "reproduction", {"command": "test"})
+    assert res["best_lr"]["multiplication"] == best  # the lrs chosen on arithmetic's sweep
+    assert res["main"]["multiplication"]["sfpo_noswitch"]["vs_grpo"]["rollouts_ratio"]["n"] == 3
+    md = (tmp_path / "reproduction.md").read_text()
+    assert "## multiplication: each method at arithmetic's best learning rate (multiplication was not swept)" in md
+    assert "## arithmetic: each method at its best learning rate" not in md  # arithmetic has no comparison runs
+    assert "## arithmetic: learning-rate sweep" in md
+    assert "## multiplication: learning-rate sweep" not in md  # one lr per method: not a sweep
+    assert "multiplication, SFPO (lr 3e-05) vs GRPO (each at arithmetic's best lr)" in md
+
+
 def test_fewer_than_three_runs_get_no_verdict():
     one = effect_summary({0: {0: 2.0}}, kind="ratio")
     assert one["ci"] is None and one["verdict"] == "too few runs" and one["point"] == 2.0
