@@ -7,7 +7,7 @@ import torch
 
 from tiny import ToyTask, make_model, make_tokenizer
 from sfpo.config import ConfigError, load_config
-from sfpo.batching import token_budget_rows
+from sfpo.batching import Batch, layout, padding_metrics, token_budget_rows
 from sfpo.trainer import Trainer
 
 # first_pass() replaces optimizer.step to read the gradients, which torch notices at the scheduler step
@@ -63,6 +63,32 @@ def test_token_budget_rows_cover_every_row_once_within_budget():
     for grp in groups:
         assert len(grp) == 1 or len(grp) * int(p[grp].max() + t[grp].max()) <= 200
     assert len(token_budget_rows(p, t, 1)) == 40  # every row over budget: one each
+
+
+def test_layout_covers_every_row_once_per_pass():
+    g = torch.Generator().manual_seed(0)
+    n, plen, tlen = 10, torch.randint(1, 6, (10,), generator=g), torch.randint(1, 9, (10,), generator=g)
+    pmask = (torch.arange(6).flip(0) < plen[:, None]).long()  # left-padded prompts
+    cmask = (torch.arange(9) < tlen[:, None]).long()
+    batch = Batch(pmask, pmask, cmask, cmask, torch.zeros(n), cmask.float(), None)
+    for minis, kw in ((2, {"micro_batch_size": 3}), (2, {"micro_batch_tokens": 20}), (3, {})):
+        passes = layout(batch, minis, **kw)
+        assert len(passes) == minis and passes[0][0].start == 0 and passes[-1][0].stop == n
+        rows = [ms.start + int(i) for ms, _, micro in passes for sel in micro
+                for i in torch.arange(ms.stop - ms.start)[sel]]
+        assert sorted(rows) == list(range(n))  # every row once, inside its own mini-batch
+        shapes = [(len(range(ms.stop - ms.start)[sel]) if isinstance(sel, slice) else len(sel),
+                   mini.rows(sel).trimmed()) for ms, mini, micro in passes for sel in micro]
+        if "micro_batch_size" in kw:
+            assert [k for k, _ in shapes] == [3, 2, 3, 2]
+        elif kw:  # packed: within the token budget, or a row alone
+            assert all(k == 1 or k * (m.prompt_mask.shape[1] + m.completion_mask.shape[1]) <= 20 for k, m in shapes)
+        else:
+            assert [k for k, _ in shapes] == [3, 4, 3]  # one micro-batch per mini-batch
+    whole = padding_metrics(layout(batch, 1))  # one micro-batch, trimmed to the longest prompt and response
+    slots = n * (int(plen.max()) + int(tlen.max()))
+    assert whole["padding/tokens"] == slots - int(plen.sum() + tlen.sum()) > 0
+    assert padding_metrics(layout(batch, 1, micro_batch_size=1))["padding/tokens"] == 0  # each row trimmed to itself
 
 
 @pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_mean"])

@@ -2,7 +2,8 @@
 
 ``Batch`` holds one step's token tensors (prompt, response, masks, advantages, old/reference log-probs);
 ``chunks`` cuts rows into equal parts or fixed sizes; ``token_budget_rows`` packs rows of similar length up to
-a token budget (verl's dynamic batch size). No model, loss or optimizer here.
+a token budget (verl's dynamic batch size); ``layout`` is one training pass's mini- and micro-batches, and
+``padding_metrics`` what padding they carry. No model, loss or optimizer here.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Batch", "chunks", "token_budget_rows"]
+__all__ = ["Batch", "chunks", "layout", "padding_metrics", "token_budget_rows"]
 
 
 @dataclass
@@ -70,3 +71,32 @@ def chunks(n: int, parts: int | None = None, size: int | None = None) -> list[sl
         return [slice(i, min(i + size, n)) for i in range(0, n, size)]
     bounds = [round(i * n / parts) for i in range(parts + 1)]
     return [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def layout(batch: Batch, mini_batches: int, micro_batch_size: int = 0,
+           micro_batch_tokens: int = 0) -> list[tuple[slice, Batch, list]]:
+    """One training pass over ``batch``: ``mini_batches`` equal mini-batches (an optimizer step each), each cut
+    into micro-batches (a forward/backward each) of ``micro_batch_size`` rows, or packed up to
+    ``micro_batch_tokens`` padded tokens (``token_budget_rows``) when that is set. Returns, per mini-batch, its
+    slice of ``batch``, the mini-batch, and its micro-batches as row selections into the mini-batch."""
+    out = []
+    for ms in chunks(len(batch), parts=mini_batches):
+        mini = batch.rows(ms)
+        if micro_batch_tokens:
+            micro = token_budget_rows(mini.prompt_mask.sum(-1).cpu(), mini.completion_mask.sum(-1).cpu(),
+                                      micro_batch_tokens)
+        else:
+            micro = chunks(len(mini), size=micro_batch_size or len(mini))
+        out.append((ms, mini, micro))
+    return out
+
+
+def padding_metrics(passes: list[tuple[slice, Batch, list]]) -> dict[str, float]:
+    """Share of a pass's forward token slots that are padding, over the micro-batches of ``layout(...)``."""
+    slots = real = 0
+    for _, mini, micro in passes:
+        for rows in micro:
+            m = mini.rows(rows).trimmed()
+            slots += m.prompt_mask.numel() + m.completion_mask.numel()
+            real += int(m.prompt_mask.sum()) + int(m.completion_mask.sum())
+    return {"padding/frac": 1.0 - real / max(slots, 1), "padding/tokens": float(slots - real)}

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from sfpo.batching import Batch, chunks, token_budget_rows
+from sfpo.batching import Batch, chunks, layout, padding_metrics
 from sfpo.checkpointing import CheckpointError, CheckpointMixin, tensor_count
 from sfpo.config import ConfigError, TrainConfig, to_dict
 from sfpo.core import LossConfig, SlowFastUpdate, compute_advantages, loss_normalizer, make_switch, policy_loss
@@ -209,7 +209,7 @@ class Trainer(CheckpointMixin):
             "frac_zero_std_groups": float((rewards.view(-1, r.group_size).std(-1) == 0).float().mean()),
             "rollouts": float(self.rollouts), "time/train_elapsed": self.train_time,
             "lr": self.optimizer.param_groups[0]["lr"], "nan_skips": float(self.nan_skips),
-            **{k: v for k, v in last.items()}, **timings, **self._padding_metrics(batch),
+            **{k: v for k, v in last.items()}, **timings, **padding_metrics(self._layout(batch)),
             **self._prompt_cut_metrics(examples),
         }
         if cfg.algorithm.name == "sfpo":
@@ -286,13 +286,12 @@ class Trainer(CheckpointMixin):
         o = self.cfg.optim
         sums: dict[str, float] = {}
         n_mb = 0
-        for mb in chunks(len(batch), parts=o.mini_batches):
-            mini = batch.rows(mb)
+        for _, mini, micro in self._layout(batch):
             norm = loss_normalizer(self.loss_cfg.aggregation, mini.completion_mask)
             self.optimizer.zero_grad(set_to_none=True)
             loss_total = 0.0
             micro_metrics: dict[str, float] = {}
-            for rows in self._micro_rows(mini):
+            for rows in micro:
                 m = mini.rows(rows).trimmed()
                 with self._autocast():
                     logp, ent = sequence_logprobs(self.model, m.prompt_ids, m.prompt_mask, m.completion_ids,
@@ -371,23 +370,15 @@ class Trainer(CheckpointMixin):
             return {}
         return {"prompts_cut": float(sum(n > r.max_prompt_tokens for n in self._prompt_tokens(examples)))}
 
-    def _micro_rows(self, mini: Batch) -> list:
-        """The micro-batches of a mini-batch, as row selections: fixed-size slices, or token-budget buckets."""
+    def _layout(self, batch: Batch) -> list:
         o = self.cfg.optim
-        if o.micro_batch_tokens:
-            return token_budget_rows(mini.prompt_mask.sum(-1).cpu(), mini.completion_mask.sum(-1).cpu(),
-                                     o.micro_batch_tokens)
-        return chunks(len(mini), size=o.micro_batch_size or len(mini))
-
-    def _mini_slices(self, n: int) -> list[slice]:
-        return chunks(n, parts=self.cfg.optim.mini_batches)
+        return layout(batch, o.mini_batches, o.micro_batch_size, o.micro_batch_tokens)
 
     def _bucketed_logprobs(self, model, batch: Batch) -> torch.Tensor:
         """Log-probs (N, T) computed on exactly the micro-batches the training passes will use."""
         out = torch.zeros(batch.completion_ids.shape, dtype=torch.float32, device=self.device)
-        for ms in self._mini_slices(len(batch)):
-            mini = batch.rows(ms)
-            for rows in self._micro_rows(mini):
+        for ms, mini, micro in self._layout(batch):
+            for rows in micro:
                 m = mini.rows(rows).trimmed()
                 with self._autocast():
                     logp = sequence_logprobs(model, m.prompt_ids, m.prompt_mask, m.completion_ids, m.completion_mask,
@@ -396,17 +387,6 @@ class Trainer(CheckpointMixin):
                                                                            if torch.is_tensor(rows) else rows]
                 out[idx, :logp.shape[1]] = logp
         return out
-
-    def _padding_metrics(self, batch: Batch) -> dict[str, float]:
-        """Share of the training forward's token slots that are padding, over this step's micro-batches."""
-        slots = real = 0
-        for ms in self._mini_slices(len(batch)):
-            mini = batch.rows(ms)
-            for rows in self._micro_rows(mini):
-                m = mini.rows(rows).trimmed()
-                slots += m.prompt_mask.numel() + m.completion_mask.numel()
-                real += int(m.prompt_mask.sum()) + int(m.completion_mask.sum())
-        return {"padding/frac": 1.0 - real / max(slots, 1), "padding/tokens": float(slots - real)}
 
     def _budget_spent(self) -> bool:
         return bool(self.cfg.max_rollouts) and self.rollouts >= self.cfg.max_rollouts
