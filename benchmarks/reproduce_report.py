@@ -37,12 +37,19 @@ def paired(base: dict[int, dict[int, dict]], run: dict[int, dict[int, dict]], fn
 
 
 NOTHING = "nothing to reach"  # the baseline never improved on its start: a pair without a ratio
+OTHER_CPU = "other CPU"  # the pair's runs were timed on different CPU models: no wall-clock ratio
+
+
+def _cpu(rec: dict) -> str | None:
+    return (rec.get("env") or {}).get("cpu")
 
 
 def _ratio(kind: str):
     field = "rollouts_ratio" if kind == "rollouts" else "wallclock_ratio"
 
     def ratio(b: dict, r: dict):
+        if kind == "wallclock" and _cpu(b) != _cpu(r):  # a grid continued on another machine: speeds differ
+            return OTHER_CPU
         m = match_ratios(_curve(b), _curve(r))
         return NOTHING if m["nothing_to_reach"] else m[field]
     return ratio
@@ -55,10 +62,12 @@ def compare(base: dict, run: dict) -> dict:
     for kind in ("rollouts", "wallclock"):
         units = paired(base, run, _ratio(kind))
         empty = sum(v == NOTHING for v in _flat(units).values())  # left out: a run cannot beat a flat baseline
-        units = {p: kept for p, seeds in units.items() if (kept := {s: v for s, v in seeds.items() if v != NOTHING})}
+        other_cpu = sum(v == OTHER_CPU for v in _flat(units).values())  # left out: timed on different CPUs
+        units = {p: kept for p, seeds in units.items()
+                 if (kept := {s: v for s, v in seeds.items() if v not in (NOTHING, OTHER_CPU)})}
         out[f"{kind}_ratio"] = {**effect_summary(units, kind="ratio"), "per_run": _flat(units),
                                 "reached": sum(v is not None for v in _flat(units).values()),
-                                "nothing_to_reach": empty}
+                                "nothing_to_reach": empty, **({"other_cpu": other_cpu} if kind == "wallclock" else {})}
     for key in ("best_val", "test_of_best"):
         units = paired(base, run, lambda b, r, k=key: None if r[k] is None or b[k] is None else r[k] - b[k])
         out[f"{key}_diff"] = {**effect_summary(units, kind="difference"), "per_run": _flat(units)}
@@ -185,11 +194,14 @@ def _ci(ci, fmt="{:.2f}") -> str:
 
 
 def _effect(e: dict, fmt="{:.2f}", reliable: bool = True) -> str:
+    if not e["n"] and e.get("other_cpu"):
+        return f"no pair timed on one CPU ({e['other_cpu']} left out)"
     if not e["n"] and e.get("nothing_to_reach"):
         return f"{NOTHING} (n={e['nothing_to_reach']})"
     point = _f(e["point"], fmt) if e["point"] is not None else "never"
     note = "" if reliable else " ⚠ cores shared"
-    return f"{point} {_ci(e['ci'], fmt)} {e['verdict']} (n={e['n']}){note}"
+    left = f"; {e['other_cpu']} left out, timed on another CPU" if e.get("other_cpu") else ""
+    return f"{point} {_ci(e['ci'], fmt)} {e['verdict']} (n={e['n']}{left}){note}"
 
 
 def write_report(records: list[dict], total: int, waiting: list[str], report: Path, meta: dict) -> dict:
@@ -224,7 +236,9 @@ def write_report(records: list[dict], total: int, waiting: list[str], report: Pa
            "interval includes no effect, and *too few runs* below 3 paired runs (one run has no interval). "
            "Runs are one thread each; a run whose CPU time was under "
            f"{SHARED_BELOW:.0%} of its wall time shared its core, and wall-clock ratios that involve such runs are "
-           "marked ⚠ (unreliable). Rollout counts are unaffected by shared cores.", "",
+           "marked ⚠ (unreliable). A wall-clock ratio needs both runs timed on one CPU model (`env.cpu` of the "
+           "records): a pair split across machines, as a grid continued in another session can be, is left out of "
+           "the wall-clock effect and counted. Rollout counts are unaffected by shared cores or machines.", "",
            "## Findings (computed)", ""]
     if mixed:
         md += [f"- ⚠ **Mixed starting policies:** records of {', '.join(mixed)} were made from different builds "

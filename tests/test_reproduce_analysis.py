@@ -92,6 +92,23 @@ def test_compare_pairs_runs_by_policy_and_seed():
 
 
 
+def test_a_wallclock_pair_timed_on_two_cpus_is_left_out_and_counted():
+    # a grid continued on another machine: GRPO's seed-1 run was timed on another CPU model than SFPO's
+    grpo = {0: {s: record("grpo", 0, s, 2000, 0.5) for s in range(3)}}
+    sfpo = {0: {s: record("sfpo_noswitch", 0, s, 1000, 0.55) for s in range(3)}}
+    for cell in (grpo, sfpo):
+        for rec in cell[0].values():
+            rec["env"] = {"cpu": "AMD EPYC"}
+    grpo[0][1]["env"] = {"cpu": "Intel(R) Xeon(R) Processor"}
+    c = reproduce_report.compare(grpo, sfpo)
+    w, r = c["wallclock_ratio"], c["rollouts_ratio"]
+    assert w["n"] == 2 and w["other_cpu"] == 1 and set(w["per_run"]) == {"p0s0", "p0s2"}
+    assert r["n"] == 3 and "other_cpu" not in r  # rollout counts do not depend on the machine
+    assert "1 left out, timed on another CPU" in reproduce_report._effect(w)
+    only = reproduce_report.compare({0: {1: grpo[0][1]}}, {0: {1: sfpo[0][1]}})["wallclock_ratio"]
+    assert only["n"] == 0 and reproduce_report._effect(only) == "no pair timed on one CPU (1 left out)"
+
+
 def test_a_baseline_that_never_improved_leaves_nothing_to_reach():
     # GRPO collapsed in one pair (best = its starting point): that pair has no ratio, and is left out, not "never"
     grpo = {0: {0: record("grpo", 0, 0, 2000, 0.3), 1: record("grpo", 0, 1, 2000, 0.5)}}
