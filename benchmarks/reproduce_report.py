@@ -38,6 +38,7 @@ def paired(base: dict[int, dict[int, dict]], run: dict[int, dict[int, dict]], fn
 
 NOTHING = "nothing to reach"  # the baseline never improved on its start: a pair without a ratio
 OTHER_CPU = "other CPU"  # the pair's runs were timed on different CPU models: no wall-clock ratio
+LEFT_OUT = (NOTHING, OTHER_CPU)  # pairs without a ratio: counted, never ranked
 
 
 def _cpu(rec: dict) -> str | None:
@@ -61,13 +62,13 @@ def compare(base: dict, run: dict) -> dict:
     out = {}
     for kind in ("rollouts", "wallclock"):
         units = paired(base, run, _ratio(kind))
-        empty = sum(v == NOTHING for v in _flat(units).values())  # left out: a run cannot beat a flat baseline
-        other_cpu = sum(v == OTHER_CPU for v in _flat(units).values())  # left out: timed on different CPUs
+        left = Counter(v for v in _flat(units).values() if v in LEFT_OUT)
         units = {p: kept for p, seeds in units.items()
-                 if (kept := {s: v for s, v in seeds.items() if v not in (NOTHING, OTHER_CPU)})}
+                 if (kept := {s: v for s, v in seeds.items() if v not in LEFT_OUT})}
         out[f"{kind}_ratio"] = {**effect_summary(units, kind="ratio"), "per_run": _flat(units),
                                 "reached": sum(v is not None for v in _flat(units).values()),
-                                "nothing_to_reach": empty, **({"other_cpu": other_cpu} if kind == "wallclock" else {})}
+                                "nothing_to_reach": left[NOTHING],  # a run cannot beat a flat baseline
+                                **({"other_cpu": left[OTHER_CPU]} if kind == "wallclock" else {})}
     for key in ("best_val", "test_of_best"):
         units = paired(base, run, lambda b, r, k=key: None if r[k] is None or b[k] is None else r[k] - b[k])
         out[f"{key}_diff"] = {**effect_summary(units, kind="difference"), "per_run": _flat(units)}
