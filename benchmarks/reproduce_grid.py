@@ -100,7 +100,30 @@ def best_lrs(records: list[dict], task: str) -> dict[str, float] | None:
             if rec is None:
                 return None
             scores[lr] = rec["best_val"]
-        out[m] = max(scores, key=lambda lr: (scores[lr], -lr))
+        out[m] = _argmax(scores)
+    return out
+
+
+def _argmax(scores: dict[float, float]) -> float:
+    """The learning rate with the highest score; the smaller lr on a tie."""
+    return max(scores, key=lambda lr: (scores[lr], -lr))
+
+
+def sweep_stability(records: list[dict], task: str) -> dict[str, dict] | None:
+    """How stable the choice of each method's lr is: the lr each of policy 0's sweep seeds would choose on its
+    own, and the one the mean best validation over those seeds would choose. Only seeds that ran every lr count;
+    None until a seed besides the selection unit's has. The choice itself stays the selection unit's."""
+    cells = index(records)
+    seeds = [s for s in sorted({s for (t, m, _), c in cells.items() if t == task for s in c.get(SELECT[0], {})})
+             if all(s in cells.get((task, m, lr), {}).get(SELECT[0], {}) for m in GRID_METHODS for lr in LRS)]
+    if SELECT[1] not in seeds or len(seeds) < 2:
+        return None
+    out = {}
+    for m in GRID_METHODS:
+        per = {s: {lr: cells[(task, m, lr)][SELECT[0]][s]["best_val"] for lr in LRS} for s in seeds}
+        mean = {lr: sum(per[s][lr] for s in seeds) / len(seeds) for lr in LRS}
+        out[m] = {"chosen": _argmax(per[SELECT[1]]), "per_seed": {s: _argmax(v) for s, v in per.items()},
+                  "by_mean": _argmax(mean), "mean_best_val": mean}
     return out
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from reproduce_grid import (GRID_METHODS, KL_BUDGET, LRS, SHARED_BELOW, best_lrs, held_out, lrs_of,  # noqa: E402
-                            index)
+from reproduce_grid import (GRID_METHODS, KL_BUDGET, LRS, SELECT, SHARED_BELOW, SWEPT, best_lrs, held_out,  # noqa: E402
+                            index, lrs_of, sweep_stability)
 
 from sfpo.compare import effect_summary, match_ratios  # noqa: E402
 
@@ -123,7 +123,11 @@ def _is_sweep(rows: dict) -> bool:
 def analyse(records: list[dict]) -> dict:
     cells = index(records)
     tasks = sorted({t for t, _, _ in cells})
-    out: dict = {"sweep": {}, "best_lr": {}, "main": {}}
+    out: dict = {"sweep": {}, "best_lr": {}, "sweep_stability": {}, "main": {}}
+    for task in SWEPT:
+        stability = sweep_stability(records, task)
+        if stability:
+            out["sweep_stability"][task] = stability
     for task in tasks:
         rows = {}
         for (t, m, lr), cell in sorted(cells.items(), key=lambda kv: (kv[0][2], kv[0][1])):
@@ -380,6 +384,17 @@ def findings(results: dict) -> list[str]:
         out.append(f"{kind} to reach the best of {base}: {point} (95% CI {_ci(b['ci'])}"
                    f", {b['n']} runs, reached in {b['reached']}): **{words}**"
                    + (" — unreliable: the cores were shared during some of these runs" if unreliable else "") + ".")
+    for task, methods in results.get("sweep_stability", {}).items():
+        held = [m for m, v in methods.items() if set(v["per_seed"].values()) == {v["chosen"]}]
+        seeds = sorted({s for v in methods.values() for s in v["per_seed"]})
+        moved = [f"{LABELS.get(m, m)} {v['chosen']:.0e} on seed {SELECT[1]}, "
+                 + ", ".join(f"{lr:.0e} on seed {s}" for s, lr in v["per_seed"].items() if s != SELECT[1])
+                 + f"; by the seeds' mean {v['by_mean']:.0e}" for m, v in methods.items() if m not in held]
+        out.append(f"{task} sweep, repeated on seeds {', '.join(map(str, seeds))} (policy 0): each seed on its own "
+                   f"picks the same learning rate for {len(held)} of {len(methods)} methods"
+                   + (f" ({', '.join(LABELS.get(m, m) for m in held)})" if held and moved else "")
+                   + (f"; it moved for {'; '.join(moved)}" if moved else "")
+                   + f". The comparison keeps the selection unit's choice (seed {SELECT[1]}).")
     names = {"vs_grpo": "GRPO", "vs_grpo_passes": "GRPO-4", "vs_sfpo": "SFPO"}
     for task, main in results["main"].items():
         for m, row in main.items():

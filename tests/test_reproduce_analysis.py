@@ -271,6 +271,22 @@ def test_sweep_rows_hold_only_the_sweep_runs():
     assert main["grpo"]["n"] == 1 + 6  # seed 1 of the sweep and the 6 comparison runs; seed 0 chose the lr
 
 
+def test_the_sweeps_second_seed_says_whether_the_choice_of_lr_held():
+    best = {"grpo": 1e-4, "grpo_4passes": 3e-5, "sfpo_noswitch": 3e-5, "sfpo_tr": 3e-4}
+    recs = full_sweep("arithmetic", best)
+    second = full_sweep("arithmetic", {**best, "grpo": 3e-5}, seeds=(1,))  # seed 1 would pick GRPO's lr apart
+    assert reproduce_grid.sweep_stability(recs + second[:-1], "arithmetic") is None  # seed 1 not finished
+    stability = reproduce_grid.sweep_stability(recs + second, "arithmetic")
+    assert stability["grpo"]["chosen"] == 1e-4 and stability["grpo"]["per_seed"] == {0: 1e-4, 1: 3e-5}
+    assert stability["grpo"]["by_mean"] == 3e-5  # a tie (0.5 at both) goes to the smaller lr
+    assert all(stability[m]["per_seed"] == {0: best[m], 1: best[m]} for m in ("grpo_4passes", "sfpo_tr"))
+    results = reproduce_report.analyse(recs + second)
+    assert set(results["sweep_stability"]) == {"arithmetic"}
+    line = next(f for f in reproduce_report.findings({"headline_source": "-", **results}) if "sweep, repeated" in f)
+    assert "for 3 of 4 methods" in line and "GRPO 1e-04 on seed 0, 3e-05 on seed 1" in line
+    assert reproduce_report.best_lrs(recs + second, "arithmetic") == best  # the choice stays the selection unit's
+
+
 def test_a_stop_file_lets_runs_in_flight_finish_and_starts_no_new_one(tmp_path, monkeypatch):
     started = []
 
