@@ -118,11 +118,11 @@ def sweep_stability(records: list[dict], task: str) -> dict[str, dict] | None:
              if all(s in cells.get((task, m, lr), {}).get(SELECT[0], {}) for m in GRID_METHODS for lr in LRS)]
     if SELECT[1] not in seeds or len(seeds) < 2:
         return None
-    out = {}
+    out, chosen = {}, best_lrs(records, task)
     for m in GRID_METHODS:
         per = {s: {lr: cells[(task, m, lr)][SELECT[0]][s]["best_val"] for lr in LRS} for s in seeds}
         mean = {lr: sum(per[s][lr] for s in seeds) / len(seeds) for lr in LRS}
-        out[m] = {"chosen": _argmax(per[SELECT[1]]), "per_seed": {s: _argmax(v) for s, v in per.items()},
+        out[m] = {"chosen": chosen[m], "per_seed": {s: _argmax(v) for s, v in per.items()},
                   "by_mean": _argmax(mean), "mean_best_val": mean}
     return out
 
