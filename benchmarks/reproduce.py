@@ -245,7 +245,7 @@ def _claim(out: Path, name: str) -> bool:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grid", default="issue12", choices=["quick", "main", "ablations", "hard", "issue12"])
+    p.add_argument("--grid", default="issue12", choices=["quick", "main", "ablations", "hard", "issue12", "issue24"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the main/ablations/hard grids")
     p.add_argument("--quick", action="store_true", help="grid=quick, 1 seed, 30 steps: ≤15 min on 2 cores")
     p.add_argument("--out", default=str(ROOT / "runs" / "reproduce"), help="run folders (for resuming a run)")

@@ -19,7 +19,7 @@ METHODS = {
     "sfpo": SFPO + ["algorithm.switch=entropy"],
     "sfpo_noswitch": SFPO + ["algorithm.switch=never"],
     "sfpo_tr": SFPO + ["algorithm.switch=never", "algorithm.alpha_rule=kl_budget", f"algorithm.kl_budget={KL_BUDGET}"],
-    **{f"sfpo_a{a}": SFPO + [f"algorithm.alpha={a}", "algorithm.switch=never"] for a in (0.2, 0.5, 1.0)},
+    **{f"sfpo_a{a}": SFPO + [f"algorithm.alpha={a}", "algorithm.switch=never"] for a in (0.2, 0.5, 1.0, 1.25, 1.5)},
     **{f"sfpo_k{k}": SFPO + [f"algorithm.inner_steps={k}", "algorithm.switch=never"] for k in (1, 5, 7)},
     "sfpo_k7_a0.2": SFPO + ["algorithm.inner_steps=7", "algorithm.alpha=0.2", "algorithm.switch=never"],
     "sfpo_reset": SFPO + ["algorithm.optimizer_state=reset", "algorithm.switch=never"],
@@ -71,6 +71,11 @@ def lrs_of(task: str) -> str:
     untuned task and the generation-heavy setting are compared at lrs nobody chose on them)."""
     return task if task in SWEPT else "arithmetic"
 
+
+# Issue 24: does the direction of the reposition matter? α through 1 at arithmetic's lr (every method's best there);
+# α = 0.8 is sfpo_noswitch and α = 1.0 is grpo_4passes (the same bits), so their records are reused.
+ALPHA_SWEEP = {0.5: "sfpo_a0.5", 0.8: "sfpo_noswitch", 1.0: "grpo_4passes", 1.25: "sfpo_a1.25", 1.5: "sfpo_a1.5"}
+ALPHA_SWEEP_LR = 3e-5
 
 SELECT = (0, 0)  # (policy, seed) whose sweep picks each method's lr; held out of the comparison at that lr
 POLICIES = (0, 1, 2)
@@ -148,6 +153,11 @@ def plan(grid: str, seeds: list[int], records: list[dict]) -> tuple[list[dict], 
     if grid == "hard":
         return [spec(t, m, base, 0, s) for t in ("noise", "countdown") for s in seeds
                 for m in ("grpo", "grpo_4passes", "sfpo_noswitch")], waiting
+    if grid == "issue24":
+        # α through 1 on arithmetic's 9 held-out units, seed-major; the new α > 1 first (the new question)
+        order = (1.5, 1.25, 0.5, 0.8, 1.0)
+        return [spec("arithmetic", ALPHA_SWEEP[a], ALPHA_SWEEP_LR, p, s) for s in SEEDS for p in POLICIES
+                for a in order], waiting
     if grid != "issue12":
         raise SystemExit(f"unknown grid {grid!r}")
     # In order of what each run adds: a task's lr sweep (selection unit), then its comparison at each method's

@@ -35,7 +35,7 @@ def test_unknown_key_is_named(tmp_path):
     ("steps=ten", r"steps: expected int, got str"),
     ("rollout.group_size=2.5", r"rollout.group_size: expected int"),
     ("algorithm.name=ppo", r"algorithm.name: 'ppo' is not one of \['grpo', 'sfpo'\]"),
-    ("algorithm.alpha=1.5", r"alpha must lie in \[0, 1\]"),
+    ("algorithm.alpha=2.5", r"alpha must lie in \[0, 2\]"),
     ("algorithm.switch=fixed_step", r"needs algorithm.switch_stop_step"),
     ("log.progress=maybe", r"log.progress: expected bool"),
     ("noequals", r"not of the form key.sub=value"),

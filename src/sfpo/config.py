@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
+from sfpo.core.params import alpha_error, inner_steps_error
+
 __all__ = ["ConfigError", "ModelConfig", "TaskConfig", "RolloutConfig", "AlgorithmConfig", "OptimConfig",
            "EvalConfig", "LogConfig", "TrainConfig", "load_config", "from_dict", "to_dict", "apply_overrides"]
 
@@ -110,8 +112,8 @@ class AlgorithmConfig:
     inner_steps: int = 3
     """K: fast passes per training step (SFPO)."""
     alpha: float = 0.8
-    """α: reposition θ̃ = θ0 + α(θK − θ0). 0 = GRPO step; 1 = no reposition. With alpha_rule="kl_budget", the
-    largest α a step may use (α_max)."""
+    """α: reposition θ̃ = θ0 + α(θK − θ0). 0 = GRPO step; 1 = no reposition (K+1 plain passes); up to 2
+    extrapolates past θK. With alpha_rule="kl_budget", the largest α a step may use (α_max)."""
     alpha_rule: Literal["fixed", "kl_budget"] = "fixed"
     """"fixed": α = ``alpha`` every step (the paper). "kl_budget": trust-region SFPO (our variant): per step the
     largest α ≤ ``alpha`` whose policy θ̃ stays within ``kl_budget`` of θ0's on the batch, measured with a
@@ -160,8 +162,9 @@ class AlgorithmConfig:
             raise ConfigError(f"algorithm.passes must be >= 1, got {self.passes}")
         if self.name == "sfpo" and self.passes != 1:
             raise ConfigError("algorithm.passes is GRPO's μ; SFPO's passes per batch are inner_steps + 1")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"algorithm.alpha must lie in [0, 1], got {self.alpha}")
+        for why in (inner_steps_error(self.inner_steps), alpha_error(self.alpha)):
+            if why:
+                raise ConfigError(f"algorithm.{why}")
         if not self.kl_budget > 0:
             raise ConfigError(f"algorithm.kl_budget must be > 0, got {self.kl_budget}")
         if self.alpha_rule == "kl_budget" and self.name != "sfpo":

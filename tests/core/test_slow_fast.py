@@ -108,6 +108,26 @@ def test_hand_traced_sgd_on_a_quadratic():
     assert theta.item() == 2.8046875
 
 
+def test_hand_traced_extrapolation_alpha_above_one():
+    """α > 1 extrapolates along the fast trajectory: the same quadratic as above (L = ½(θ − 3)², SGD η = 0.5,
+    K = 2, θ0 = 1), α = 1.5. Stage I: θ1 = 2, θ2 = 2.5. Stage II: θ̃ = 1 + 1.5·(2.5 − 1) = 3.25, past θK.
+    Stage III: θ' = 3.25 − 0.5·(3.25 − 3) = 3.125. Dyadic throughout, so exact."""
+    theta = nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    opt = torch.optim.SGD([theta], lr=0.5)
+    seen = []
+
+    def base_pass():
+        seen.append(theta.item())
+        opt.zero_grad()
+        (0.5 * (theta - 3.0).pow(2).sum()).backward()
+        opt.step()
+
+    m = SlowFastUpdate([theta], inner_steps=2, alpha=1.5, optimizer=opt).step(base_pass)
+    assert seen == [1.0, 2.0, 3.25]
+    assert theta.item() == 3.125
+    assert m["sfpo/drift_norm"] == 1.5 and m["sfpo/reposition_norm"] == 2.25 and m["sfpo/alpha"] == 1.5
+
+
 @pytest.mark.parametrize("kind", ["sgd", "adamw"])
 @pytest.mark.parametrize("policy", ["carry", "reset", "restore"])
 def test_matches_a_hand_written_reference(kind, policy):
@@ -313,7 +333,7 @@ def test_lifecycle_errors():
     s = MLPSetup("sgd")
     with pytest.raises(ValueError, match="inner_steps"):
         SlowFastUpdate(s.model, inner_steps=-1)
-    for bad in (-0.1, 1.5, math.nan):
+    for bad in (-0.1, 2.01, math.inf, math.nan):
         with pytest.raises(ValueError, match="alpha"):
             SlowFastUpdate(s.model, alpha=bad)
     with pytest.raises(ValueError, match="optimizer_state"):

@@ -79,7 +79,7 @@ def test_config_sets_passes_per_generation_batch(tmp_path):
     (dict(steps_per_generation=3), "must be a multiple of gradient_accumulation_steps"),
     (dict(dataloader_num_workers=2), "dataloader_num_workers=2"),
     (dict(switch="fixed_step"), "needs switch_stop_step"),
-    (dict(alpha=1.5), "alpha must lie in"),
+    (dict(alpha=2.5), "alpha must lie in"),
     (dict(optimizer_state="keep"), "optimizer_state must be one of"),
     (dict(lr_stepping="epoch"), "lr_stepping must be one of"),
 ])

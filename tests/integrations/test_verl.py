@@ -69,7 +69,7 @@ def test_paper_config_is_accepted():
     (["actor_rollout_ref.actor.strategy=megatron"], NotImplementedError, "fp32 main parameters inside the optimizer"),
     (["actor_rollout_ref.actor.strategy=veomni"], NotImplementedError, "only FSDP's were checked"),
     (["+sfpo.optimizer_state=reset"], NotImplementedError, "keys its state by the DTensor parameters"),
-    (["+sfpo.alpha=1.5"], ValueError, "alpha must lie in [0, 1]"),
+    (["+sfpo.alpha=2.5"], ValueError, "alpha must lie in [0, 2]"),
     (["+sfpo.switch=fixed_step"], ValueError, "needs sfpo.switch_stop_step"),
     (["+sfpo.inner_step=3"], ValueError, "unknown sfpo option(s) ['inner_step']"),
 ])

@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 
 import torch
 
+from sfpo.core.params import alpha_error, inner_steps_error
+
 __all__ = ["SlowFastUpdate", "OPTIMIZER_STATE_POLICIES", "LR_STEPPING"]
 
 logger = logging.getLogger(__name__)
@@ -97,10 +99,9 @@ class SlowFastUpdate:
         self.params: list[torch.Tensor] = [p for p in params if p.requires_grad]
         if not self.params:
             raise ValueError("SlowFastUpdate got no trainable parameters (all have requires_grad=False)")
-        if inner_steps < 0:
-            raise ValueError(f"inner_steps (K) must be >= 0, got {inner_steps}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1] (θ̃ between θ0 and θK), got {alpha}")
+        for why in (inner_steps_error(inner_steps), alpha_error(alpha)):
+            if why:
+                raise ValueError(why)
         if optimizer_state not in OPTIMIZER_STATE_POLICIES:
             raise ValueError(f"optimizer_state must be one of {OPTIMIZER_STATE_POLICIES}, got {optimizer_state!r}")
         if lr_stepping not in LR_STEPPING:

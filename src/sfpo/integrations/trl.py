@@ -23,6 +23,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
 from sfpo.core import SlowFastUpdate, make_switch
+from sfpo.core.params import alpha_error, inner_steps_error
 from sfpo.core.slow_fast import LR_STEPPING, OPTIMIZER_STATE_POLICIES
 from sfpo.core.switch import SWITCHES
 from sfpo.integrations.sharding import DTensor, local_shards
@@ -74,10 +75,9 @@ class SFPOConfig(GRPOConfig):
         return self.inner_steps > 0 and self.alpha > 0.0
 
     def __post_init__(self) -> None:
-        if self.inner_steps < 0:
-            raise ValueError(f"inner_steps (K) must be >= 0, got {self.inner_steps}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1] (θ̃ between θ0 and θK), got {self.alpha}")
+        for why in (inner_steps_error(self.inner_steps), alpha_error(self.alpha)):
+            if why:
+                raise ValueError(why)
         for name, value, allowed in (("optimizer_state", self.optimizer_state, OPTIMIZER_STATE_POLICIES),
                                      ("lr_stepping", self.lr_stepping, LR_STEPPING), ("switch", self.switch, SWITCHES)):
             if value not in allowed:

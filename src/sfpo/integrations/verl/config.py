@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+from sfpo.core.params import alpha_error, inner_steps_error
+
 __all__ = ["SFPOVerlConfig", "check_verl_config", "FSDP_STRATEGIES"]
 
 OPTIMIZER_STATES = ("carry", "reset", "restore")  # sfpo.core.slow_fast.OPTIMIZER_STATE_POLICIES, torch-free here
@@ -55,10 +57,9 @@ class SFPOVerlConfig:
         return cfg
 
     def validate(self) -> None:
-        if self.inner_steps < 0:
-            raise ValueError(f"sfpo.inner_steps (K) must be >= 0, got {self.inner_steps}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"sfpo.alpha must lie in [0, 1] (θ̃ between θ0 and θK), got {self.alpha}")
+        for why in (inner_steps_error(self.inner_steps), alpha_error(self.alpha)):
+            if why:
+                raise ValueError(f"sfpo.{why}")
         for name, value, allowed in (("optimizer_state", self.optimizer_state, OPTIMIZER_STATES),
                                      ("switch", self.switch, SWITCHES)):
             if value not in allowed:
