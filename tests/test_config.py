@@ -36,6 +36,8 @@ def test_unknown_key_is_named(tmp_path):
     ("rollout.group_size=2.5", r"rollout.group_size: expected int"),
     ("algorithm.name=ppo", r"algorithm.name: 'ppo' is not one of \['grpo', 'sfpo'\]"),
     ("algorithm.alpha=2.5", r"alpha must lie in \[0, 2\]"),
+    ("algorithm.outer_momentum=1.0", r"outer_momentum must lie in \[0, 0.99\]"),
+    ("algorithm.inner_steps=-1", r"inner_steps \(K\) must be an integer >= 0"),
     ("algorithm.switch=fixed_step", r"needs algorithm.switch_stop_step"),
     ("log.progress=maybe", r"log.progress: expected bool"),
     ("noequals", r"not of the form key.sub=value"),
@@ -43,6 +45,15 @@ def test_unknown_key_is_named(tmp_path):
 def test_bad_values_are_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["algorithm.name=grpo", "algorithm.outer_momentum=0.5"], "acts at SFPO's reposition"),
+    (["algorithm.alpha_rule=kl_budget", "algorithm.outer_momentum=0.5"], "cannot be combined with alpha_rule"),
+])
+def test_outer_momentum_needs_plain_sfpo(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
 
 
 def test_overrides_parse_yaml_scalars():

@@ -63,7 +63,9 @@ def test_same_seed_same_metrics(tmp_path, algo):
 
 @pytest.mark.parametrize("algo", [["algorithm.name=grpo", "algorithm.passes=2"],
                                   ["algorithm.name=sfpo", "algorithm.switch=entropy", "algorithm.switch_window=2",
-                                   "algorithm.switch_threshold=0.5", "optim.warmup_steps=3"]])
+                                   "algorithm.switch_threshold=0.5", "optim.warmup_steps=3"],
+                                  ["algorithm.name=sfpo", "algorithm.switch=never", "algorithm.outer_momentum=0.5"]],
+                         ids=["grpo", "sfpo", "sfpo-momentum"])
 def test_resume_equals_uninterrupted(tmp_path, algo):
     full, _, full_rec = run(tmp_path, algo, steps=4, name="full")
     run(tmp_path, algo + ["checkpoint_every=2"], steps=2, name="split")
@@ -73,6 +75,20 @@ def test_resume_equals_uninterrupted(tmp_path, algo):
         assert torch.equal(p, q), n
     assert _strip_times(full_rec) == _strip_times(split_rec)
     assert resumed.switch.state_dict() == full.switch.state_dict()
+
+
+def test_outer_momentum_acts_and_is_logged(tmp_path):
+    """μ > 0 changes the trajectory from plain SFPO's, and the log shows it act: m is the first step's drift, and
+    the reposition is α(1 + μ) times the drift on the first step (m = D), longer than plain SFPO's α times."""
+    s, _, srec = run(tmp_path, ["algorithm.name=sfpo", "algorithm.switch=never"], name="s")
+    m, _, mrec = run(tmp_path, ["algorithm.name=sfpo", "algorithm.switch=never", "algorithm.outer_momentum=0.5"],
+                     name="m")
+    steps = [r for r in mrec if "sfpo/momentum_norm" in r]
+    assert len(steps) == 3 and "sfpo/momentum_norm" not in str(srec)
+    first = steps[0]
+    assert first["sfpo/momentum_norm"] == pytest.approx(first["sfpo/drift_norm"], rel=1e-5)
+    assert first["sfpo/reposition_norm"] == pytest.approx(0.8 * 1.5 * first["sfpo/drift_norm"], rel=1e-5)
+    assert any(not torch.equal(p, q) for p, q in zip(s.model.parameters(), m.model.parameters()))
 
 
 def test_sfpo_alpha_zero_is_grpo(tmp_path):

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from sfpo.core.params import alpha_error, inner_steps_error
+from sfpo.core.params import alpha_error, inner_steps_error, outer_momentum_error
 
 __all__ = ["ConfigError", "ModelConfig", "TaskConfig", "RolloutConfig", "AlgorithmConfig", "OptimConfig",
            "EvalConfig", "LogConfig", "TrainConfig", "load_config", "from_dict", "to_dict", "apply_overrides"]
@@ -121,6 +121,11 @@ class AlgorithmConfig:
     kl_budget: float = 0.0025
     """alpha_rule="kl_budget" only: the budget on KL(π_θ0 ‖ π_θ̃) per response token on the rollout batch. The
     default is what plain SFPO (α=0.8) took at lr 3e-5 on the arithmetic testbed (median of 10 steps)."""
+    outer_momentum: float = 0.0
+    """μ: outer Nesterov momentum on the fast trajectory's displacement across training steps (our variant, issue
+    24): m ← μm + (θK − θ0), θ̃ = θ0 + α((θK − θ0) + μm). 0 = the paper's reposition (bit for bit); the effective
+    reposition grows as 1/(1 − μ), so lower the lr. Costs one more copy of the trainable parameters; logged as
+    sfpo/momentum_norm and sfpo/reposition_norm."""
     slow_pass: bool = True
     """Run Stage III. False is the paper's "no slow correction" ablation (the step ends at θ̃)."""
     optimizer_state: Literal["carry", "reset", "restore"] = "carry"
@@ -162,9 +167,16 @@ class AlgorithmConfig:
             raise ConfigError(f"algorithm.passes must be >= 1, got {self.passes}")
         if self.name == "sfpo" and self.passes != 1:
             raise ConfigError("algorithm.passes is GRPO's μ; SFPO's passes per batch are inner_steps + 1")
-        for why in (inner_steps_error(self.inner_steps), alpha_error(self.alpha)):
+        for why in (inner_steps_error(self.inner_steps), alpha_error(self.alpha),
+                    outer_momentum_error(self.outer_momentum)):
             if why:
                 raise ConfigError(f"algorithm.{why}")
+        if self.outer_momentum and self.name != "sfpo":
+            raise ConfigError("algorithm.outer_momentum acts at SFPO's reposition; algorithm.name=grpo has none "
+                              "(set algorithm.name=sfpo)")
+        if self.outer_momentum and self.alpha_rule == "kl_budget":
+            raise ConfigError("algorithm.outer_momentum cannot be combined with alpha_rule=kl_budget: the trust "
+                              "region chooses α along the segment θ0 → θK, and the momentum moves θ̃ off it")
         if not self.kl_budget > 0:
             raise ConfigError(f"algorithm.kl_budget must be > 0, got {self.kl_budget}")
         if self.alpha_rule == "kl_budget" and self.name != "sfpo":

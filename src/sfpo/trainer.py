@@ -82,7 +82,8 @@ class Trainer(CheckpointMixin):
             alpha=a.alpha if sfpo else 1.0,  # GRPO with μ passes = μ-1 "fast" passes that are never pulled back
             optimizer_state=a.optimizer_state if sfpo else "carry",
             slow_pass=a.slow_pass or not sfpo, keep_anchor=cfg.nan_guard, track_drift=sfpo,
-            kl_budget=a.kl_budget if sfpo and a.alpha_rule == "kl_budget" else None)
+            kl_budget=a.kl_budget if sfpo and a.alpha_rule == "kl_budget" else None,
+            outer_momentum=a.outer_momentum if sfpo else 0.0)
         self.switch = make_switch(a.switch if sfpo else "never", window=a.switch_window,
                                   threshold=a.switch_threshold, two_sided=a.switch_two_sided,
                                   stop_step=a.switch_stop_step)

@@ -43,7 +43,7 @@ def test_import_sfpo_core_with_torch_alone():
     assert report["loaded"] == []
     # only the package and its core: the trainer, tasks and integrations stay unimported
     assert set(report["sfpo"]) == {"sfpo", "sfpo.core", "sfpo.core.advantages", "sfpo.core.losses",
-                                   "sfpo.core.slow_fast", "sfpo.core.switch"}
+                                   "sfpo.core.params", "sfpo.core.slow_fast", "sfpo.core.switch"}
 
 
 def test_the_blocker_blocks():

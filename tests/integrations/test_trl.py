@@ -80,6 +80,7 @@ def test_config_sets_passes_per_generation_batch(tmp_path):
     (dict(dataloader_num_workers=2), "dataloader_num_workers=2"),
     (dict(switch="fixed_step"), "needs switch_stop_step"),
     (dict(alpha=2.5), "alpha must lie in"),
+    (dict(outer_momentum=1.5), "outer_momentum must lie in"),
     (dict(optimizer_state="keep"), "optimizer_state must be one of"),
     (dict(lr_stepping="epoch"), "lr_stepping must be one of"),
 ])
@@ -130,6 +131,20 @@ def test_cycle_order_one_generation_per_step_and_every_parameter_moves(tmp_path)
     assert [h["step"] for h in logged] == [6, 12]
     assert all(h["sfpo/alpha"] == 0.8 and h["sfpo/active"] == 1.0 and h["sfpo/drift_norm"] > 0 for h in logged)
     assert all(abs(h["sfpo/reposition_norm"] - 0.8 * h["sfpo/drift_norm"]) < 1e-9 for h in logged)
+
+
+def test_outer_momentum_is_carried_into_the_core_and_logged(tmp_path):
+    """SFPOConfig.outer_momentum reaches the core: the first step's reposition is α(1 + μ) times its drift (m = D),
+    and the momentum buffer travels with the per-rank SFPO state of the checkpoint."""
+    trainer = train(SFPOTrainer, SFPOConfig, tmp_path, inner_steps=2, steps_per_generation=4, max_steps=12,
+                    outer_momentum=0.5, save_strategy="steps", save_steps=6)
+    logged = [h for h in trainer.state.log_history if "sfpo/momentum_norm" in h]
+    assert [h["step"] for h in logged] == [6, 12]
+    first = logged[0]
+    assert first["sfpo/reposition_norm"] == pytest.approx(0.8 * 1.5 * first["sfpo/drift_norm"], rel=1e-5)
+    saved = torch.load(tmp_path / "checkpoint-6" / "sfpo_state_rank0.pt", weights_only=True)
+    assert saved["update"]["outer_momentum"] == 0.5 and len(saved["update"]["momentum"]) == len(
+        [p for p in trainer.model.parameters() if p.requires_grad])
 
 
 def test_after_the_switch_each_generation_batch_gets_one_pass_and_new_prompts(tmp_path):

@@ -70,6 +70,7 @@ def test_paper_config_is_accepted():
     (["actor_rollout_ref.actor.strategy=veomni"], NotImplementedError, "only FSDP's were checked"),
     (["+sfpo.optimizer_state=reset"], NotImplementedError, "keys its state by the DTensor parameters"),
     (["+sfpo.alpha=2.5"], ValueError, "alpha must lie in [0, 2]"),
+    (["+sfpo.outer_momentum=0.5"], NotImplementedError, "verl's checkpoint manager does not save worker state"),
     (["+sfpo.switch=fixed_step"], ValueError, "needs sfpo.switch_stop_step"),
     (["+sfpo.inner_step=3"], ValueError, "unknown sfpo option(s) ['inner_step']"),
 ])

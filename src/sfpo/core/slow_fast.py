@@ -21,6 +21,10 @@ Trust-region SFPO (our variant, not the paper's): with ``kl_budget`` set, α is 
 repositioned policy stays within that divergence of θ0's on the batch. The caller passes ``measure_kl`` (its
 policy's divergence from θ0's on the batch at the current weights; the caller owns the forward) and α is the
 largest value ≤ ``alpha`` that the measurement at θ̃ accepts (see ``_trust_region``).
+
+Outer Nesterov momentum (our variant, issue 24; Lookahead + Nesterov as in DiLoCo's outer optimizer and SNOO): with
+``outer_momentum`` μ > 0 the reposition is one Nesterov step on the fast trajectory's displacement, remembered
+across training steps (see ``_nesterov_reposition``). μ = 0 is the paper's reposition, bit for bit.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 
 import torch
 
-from sfpo.core.params import alpha_error, inner_steps_error
+from sfpo.core.params import alpha_error, inner_steps_error, outer_momentum_error
 
 __all__ = ["SlowFastUpdate", "OPTIMIZER_STATE_POLICIES", "LR_STEPPING"]
 
@@ -76,6 +80,9 @@ class SlowFastUpdate:
             the weights back to θ0 on every step (a NaN guard); the anchor buffer exists anyway for SFPO.
         kl_budget: trust-region SFPO: choose α ≤ ``alpha`` per step so that ``measure_kl()`` at θ̃ is at most
             this; None (default) keeps α fixed. ``math.inf`` measures but never shrinks α (plain SFPO's bits).
+        outer_momentum: μ, Nesterov momentum on the displacement θK − θ0 across training steps (0: off, the
+            paper's reposition bit for bit). Costs one more copy of the trainable parameters (beside the anchor,
+            on ``anchor_device``), kept across steps and checkpointed with the rest of the state.
     """
 
     def __init__(
@@ -93,15 +100,19 @@ class SlowFastUpdate:
         slow_pass: bool = True,
         keep_anchor: bool = False,
         kl_budget: float | None = None,
+        outer_momentum: float = 0.0,
     ) -> None:
         if isinstance(params, torch.nn.Module):
             params = params.parameters()
         self.params: list[torch.Tensor] = [p for p in params if p.requires_grad]
         if not self.params:
             raise ValueError("SlowFastUpdate got no trainable parameters (all have requires_grad=False)")
-        for why in (inner_steps_error(inner_steps), alpha_error(alpha)):
+        for why in (inner_steps_error(inner_steps), alpha_error(alpha), outer_momentum_error(outer_momentum)):
             if why:
                 raise ValueError(why)
+        if outer_momentum and kl_budget is not None:
+            raise ValueError("outer_momentum cannot be combined with kl_budget: the trust region chooses α along the "
+                             "segment θ0 → θK, and the momentum moves θ̃ off that segment")
         if optimizer_state not in OPTIMIZER_STATE_POLICIES:
             raise ValueError(f"optimizer_state must be one of {OPTIMIZER_STATE_POLICIES}, got {optimizer_state!r}")
         if lr_stepping not in LR_STEPPING:
@@ -121,6 +132,8 @@ class SlowFastUpdate:
         self.slow_pass = slow_pass
         self.keep_anchor = keep_anchor
         self.kl_budget = kl_budget
+        self.outer_momentum = outer_momentum
+        self._momentum: list[torch.Tensor] | None = None  # m, the outer momentum buffer (μ > 0 only)
         self._measure_kl: Callable[[], float] | None = None
         self._anchor: list[torch.Tensor] | None = None
         self._saved_opt_state: dict[int, dict[str, Any]] | None = None
@@ -134,6 +147,7 @@ class SlowFastUpdate:
         self.fast_done = 0
         self.metrics: dict[str, float] = {}
         self._anchor_valid = False
+        self._momentum_stepped = False  # m took this step's displacement (an abort must not keep it)
         self._measure_kl = None
 
     @property
@@ -198,6 +212,10 @@ class SlowFastUpdate:
             if self._saved_opt_state is not None:
                 self._load_optimizer_state(self._saved_opt_state)
         self._saved_opt_state = None
+        if self._momentum_stepped:  # m holds the abandoned step's displacement: start the momentum afresh
+            for m in self._momentum:
+                m.zero_()
+            logger.warning("SFPO outer momentum reset to zero: the step it had taken in was abandoned")
         self._reset()
         return restored
 
@@ -238,13 +256,16 @@ class SlowFastUpdate:
         drift = self._drift_norm(live) if self.track_drift else None
         t0 = time.perf_counter()
         alpha = self.alpha if self.kl_budget is None else self._trust_region(live)
-        if self.kl_budget is None:
+        reposition = None
+        if self.outer_momentum:
+            reposition, self.metrics["sfpo/momentum_norm"] = self._nesterov_reposition(live, alpha)
+        elif self.kl_budget is None:
             self._lerp_to_anchor(live, 1.0 - alpha)
         self.metrics["sfpo/alpha"] = alpha
         if drift is not None:
             self.metrics["sfpo/drift_norm"] = drift
             # θ̃ − θ0 = α(θK − θ0) exactly in real arithmetic; no second pass over the weights is needed.
-            self.metrics["sfpo/reposition_norm"] = alpha * drift
+            self.metrics["sfpo/reposition_norm"] = alpha * drift if reposition is None else reposition
         if self.optimizer_state == "reset":
             for p in self.params:
                 self.optimizer.state.pop(p, None)
@@ -263,6 +284,39 @@ class SlowFastUpdate:
         else:  # offloaded θ0 comes back one tensor at a time: the peak is one tensor, not a whole copy
             for p, a in zip(live, self._anchor):
                 p.lerp_(a.to(p.device, non_blocking=True), weight)
+
+    @torch.no_grad()
+    def _nesterov_reposition(self, live: list[torch.Tensor], alpha: float) -> tuple[float, float]:
+        """Stage II with outer Nesterov momentum; returns (‖θ̃ − θ0‖, ‖m‖).
+
+        Read the fast trajectory's displacement D_s = θK − θ0 of training step s as a descent direction (minus
+        DiLoCo's "outer gradient" θ0 − θK) and take one step of SGD with Nesterov momentum μ and step size α from
+        θ0, in the form of ``torch.optim.SGD(nesterov=True)``:
+
+            m_s = μ m_{s−1} + D_s,        θ̃ = θ0 + α (D_s + μ m_s).
+
+        μ = 0 gives θ̃ = θ0 + α D_s, the paper's reposition. Unrolled, D_s + μ m_s = (1 + μ) D_s + μ² D_{s−1} +
+        μ³ D_{s−2} + …, so a displacement that repeats (D_s = D) is taken α D / (1 − μ) far: the effective step
+        grows as 1/(1 − μ), which is why momentum's best learning rate is smaller. m lives beside the anchor (one
+        more copy of the trainable parameters); the arithmetic runs one tensor at a time (one transient tensor).
+        """
+        mu = self.outer_momentum
+        if self._momentum is None:
+            self._momentum = [torch.zeros_like(a) for a in self._anchor]
+        rep_norms, mom_norms = [], []
+        for p, a, m in zip(live, self._anchor, self._momentum):
+            a_here = a.to(p.device, non_blocking=True)
+            m_here = m.to(p.device, non_blocking=True)
+            d = p.sub(a_here)                     # D = θK − θ0
+            m_here.mul_(mu).add_(d)               # m ← μ m + D
+            d.add_(m_here, alpha=mu)              # D + μ m
+            p.copy_(a_here).add_(d, alpha=alpha)  # θ̃ = θ0 + α (D + μ m)
+            if m_here is not m:
+                m.copy_(m_here, non_blocking=True)
+            rep_norms.append(_accurate_norm(d) * abs(alpha))
+            mom_norms.append(_accurate_norm(m_here))
+        self._momentum_stepped = True
+        return _norm_of(rep_norms), _norm_of(mom_norms)
 
     _MAX_BACKTRACKS = 4
 
@@ -300,11 +354,7 @@ class SlowFastUpdate:
         tensor's difference at a time."""
         norms = [torch.linalg.vector_norm(p.float() - a.to(p.device, non_blocking=True).float())
                  for p, a in zip(live, self._anchor)]
-        by_device: dict[torch.device, list[torch.Tensor]] = {}
-        for n in norms:  # several devices (pipeline-split models): one stack per device
-            by_device.setdefault(n.device, []).append(n)
-        sq = sum(float(torch.stack(ns).double().square().sum()) for ns in by_device.values())
-        return math.sqrt(sq)
+        return _norm_of(norms)
 
     def distance_from_anchor(self) -> tuple[float, float]:
         """(‖θ − θ0‖, ‖θ0‖) while a step holds its anchor: how far the step has moved the weights so far, for a
@@ -312,11 +362,8 @@ class SlowFastUpdate:
         if not self._anchor_valid:
             raise RuntimeError("no anchor to measure from: call begin() first (a plain step keeps one only with "
                                "keep_anchor=True)")
-        by_device: dict[torch.device, list[torch.Tensor]] = {}
-        for a in self._anchor:  # one host sync per device, as in _drift_norm
-            by_device.setdefault(a.device, []).append(torch.linalg.vector_norm(a, dtype=torch.float32))
-        anchor_sq = sum(float(torch.stack(ns).double().square().sum()) for ns in by_device.values())
-        return self._drift_norm([p.detach() for p in self.params]), math.sqrt(anchor_sq)
+        anchor = _norm_of([torch.linalg.vector_norm(a, dtype=torch.float32) for a in self._anchor])
+        return self._drift_norm([p.detach() for p in self.params]), anchor
 
     # ---------------------------------------------------------------------------------- optimizer state
     def _copy_optimizer_state(self) -> dict[int, dict[str, Any]]:
@@ -342,7 +389,10 @@ class SlowFastUpdate:
         """Everything needed to resume, also in the middle of a step (then θ0 travels with it)."""
         sd: dict[str, Any] = {"phase": self.phase, "fast_done": self.fast_done, "metrics": dict(self.metrics),
                               "inner_steps": self.inner_steps, "alpha": self.alpha,
-                              "optimizer_state": self.optimizer_state}
+                              "optimizer_state": self.optimizer_state, "outer_momentum": self.outer_momentum}
+        if self._momentum is not None:  # kept across steps, so in every checkpoint (a copy, as the anchor)
+            sd["momentum"] = [m.detach().clone() for m in self._momentum]
+            sd["momentum_stepped"] = self._momentum_stepped
         if self._anchor_valid and (self.phase == "fast" or self.keep_anchor):
             # Copies, not references: training on must not change a checkpoint held in memory (the restore
             # policy hands its saved tensors back to the optimizer, which then updates them in place).
@@ -351,10 +401,21 @@ class SlowFastUpdate:
         return sd
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
-        for key in ("inner_steps", "alpha", "optimizer_state"):
-            if sd[key] != getattr(self, key):
-                logger.warning("SFPO %s was %r in the checkpoint and is %r now", key, sd[key], getattr(self, key))
+        for key, before in (("inner_steps", sd["inner_steps"]), ("alpha", sd["alpha"]),
+                            ("optimizer_state", sd["optimizer_state"]),
+                            ("outer_momentum", sd.get("outer_momentum", 0.0))):  # absent: a checkpoint from before μ
+            if before != getattr(self, key):
+                logger.warning("SFPO %s was %r in the checkpoint and is %r now", key, before, getattr(self, key))
         self.phase, self.fast_done, self.metrics = sd["phase"], sd["fast_done"], dict(sd["metrics"])
+        self._momentum, self._momentum_stepped = None, False
+        if sd.get("momentum") is not None and self.outer_momentum:
+            if len(sd["momentum"]) != len(self.params) or \
+                    any(m.shape != p.shape for m, p in zip(sd["momentum"], self.params)):
+                raise ValueError("checkpointed SFPO outer momentum does not match the trainable parameters")
+            device = self.anchor_device
+            self._momentum = [m.to(device or p.device, dtype=p.dtype, copy=True)
+                              for m, p in zip(sd["momentum"], self.params)]
+            self._momentum_stepped = bool(sd.get("momentum_stepped", False))
         self._anchor_valid, self._saved_opt_state = False, None
         if sd.get("anchor") is not None:
             if len(sd["anchor"]) != len(self.params) or \
@@ -371,10 +432,24 @@ class SlowFastUpdate:
 
     def extra_bytes(self) -> int:
         """Bytes this object keeps alive: the anchor (and a restore-policy optimizer-state copy)."""
-        tensors = list(self._anchor or [])
+        tensors = list(self._anchor or []) + list(self._momentum or [])
         for state in (self._saved_opt_state or {}).values():
             tensors += [v[0] for v in state.values() if isinstance(v, tuple)]
         return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _accurate_norm(t: torch.Tensor) -> torch.Tensor:
+    """‖t‖ accumulated in at least float32 (bf16/fp16 tensors are not summed in their own precision)."""
+    return torch.linalg.vector_norm(t, dtype=torch.float32 if t.element_size() < 4 else None)
+
+
+def _norm_of(norms: list[torch.Tensor]) -> float:
+    """The norm of the concatenation of tensors whose norms are given: one host sync per device (not one per
+    tensor: hundreds of syncs cost more than the arithmetic on an accelerator)."""
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for n in norms:  # several devices (pipeline-split models): one stack per device
+        by_device.setdefault(n.device, []).append(n)
+    return math.sqrt(sum(float(torch.stack(ns).double().square().sum()) for ns in by_device.values()))
 
 
 def _clone_state(saved: dict[int, dict[str, Any]] | None) -> dict[int, dict[str, Any]] | None:

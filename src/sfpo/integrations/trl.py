@@ -23,7 +23,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
 from sfpo.core import SlowFastUpdate, make_switch
-from sfpo.core.params import alpha_error, inner_steps_error
+from sfpo.core.params import alpha_error, inner_steps_error, outer_momentum_error
 from sfpo.core.slow_fast import LR_STEPPING, OPTIMIZER_STATE_POLICIES
 from sfpo.core.switch import SWITCHES
 from sfpo.integrations.sharding import DTensor, local_shards
@@ -49,6 +49,10 @@ class SFPOConfig(GRPOConfig):
     alpha: float = field(default=0.8, metadata={
         "help": "α: reposition θ̃ = θ0 + α(θK − θ0) after the K-th pass (Stage II). 0 skips Stage I (plain GRPO); "
                 "1 keeps θK (K+1 plain passes)."})
+    outer_momentum: float = field(default=0.0, metadata={
+        "help": "μ: outer Nesterov momentum on θK − θ0 across training steps (issue 24's variant; 0 = the paper's "
+                "reposition). One more copy of the trainable parameters (per rank: of its shard), saved with the "
+                "SFPO state of each checkpoint."})
     optimizer_state: str = field(default="carry", metadata={
         "help": "Optimizer state at the reposition: 'carry' (official code), 'reset', or 'restore' (the state "
                 "saved at θ0).", "choices": list(OPTIMIZER_STATE_POLICIES)})
@@ -75,7 +79,8 @@ class SFPOConfig(GRPOConfig):
         return self.inner_steps > 0 and self.alpha > 0.0
 
     def __post_init__(self) -> None:
-        for why in (inner_steps_error(self.inner_steps), alpha_error(self.alpha)):
+        for why in (inner_steps_error(self.inner_steps), alpha_error(self.alpha),
+                    outer_momentum_error(self.outer_momentum)):
             if why:
                 raise ValueError(why)
         for name, value, allowed in (("optimizer_state", self.optimizer_state, OPTIMIZER_STATE_POLICIES),
@@ -264,7 +269,8 @@ class SFPOTrainer(GRPOTrainer):
             self.sfpo = SlowFastUpdate(local_shards(params), inner_steps=self.args.inner_steps, alpha=self.args.alpha,
                                        optimizer=self._zero.optimizer if self._zero is not None else
                                        getattr(self.optimizer, "optimizer", self.optimizer),
-                                       optimizer_state=self.args.optimizer_state)
+                                       optimizer_state=self.args.optimizer_state,
+                                       outer_momentum=self.args.outer_momentum)
         return self.sfpo
 
     def training_step(self, model, inputs, num_items_in_batch):
@@ -315,10 +321,10 @@ class SFPOTrainer(GRPOTrainer):
             logger.info("SFPO switched off after training step %d: one pass per generation batch from now on",
                         state.index - 1)
         if (self.is_fsdp_enabled or self._zero is not None) and "sfpo/drift_norm" in metrics:
-            # the core measured this rank's shard; the drift is the norm over all shards
-            drift = self._reduce(metrics["sfpo/drift_norm"] ** 2, "sum")
-            metrics["sfpo/drift_norm"] = drift ** 0.5
-            metrics["sfpo/reposition_norm"] = self.args.alpha * drift ** 0.5
+            # the core measured this rank's shard; each norm is the norm over all shards
+            for key in ("sfpo/drift_norm", "sfpo/reposition_norm", "sfpo/momentum_norm"):
+                if key in metrics:
+                    metrics[key] = self._reduce(metrics[key] ** 2, "sum") ** 0.5
         metrics.update(self.switch.metrics())
         for key, value in metrics.items():
             self._metrics["train"][key].append(value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from sfpo.core.params import alpha_error, inner_steps_error
+from sfpo.core.params import alpha_error, inner_steps_error, outer_momentum_error
 
 __all__ = ["SFPOVerlConfig", "check_verl_config", "FSDP_STRATEGIES"]
 
@@ -28,6 +28,8 @@ class SFPOVerlConfig:
     """K: fast passes over each rollout batch (Stage I)."""
     alpha: float = 0.8
     """α: reposition θ̃ = θ0 + α(θK − θ0) after the K-th pass. 0 makes every step one plain pass; 1 keeps θK."""
+    outer_momentum: float = 0.0
+    """μ (issue 24's outer Nesterov momentum): only 0 is accepted under verl — see validate()."""
     optimizer_state: str = "carry"
     """Optimizer state at the reposition: 'carry' (official), 'reset' or 'restore' (FSDP1 only, see check)."""
     switch: str = "entropy"
@@ -57,9 +59,16 @@ class SFPOVerlConfig:
         return cfg
 
     def validate(self) -> None:
-        for why in (inner_steps_error(self.inner_steps), alpha_error(self.alpha)):
+        for why in (inner_steps_error(self.inner_steps), alpha_error(self.alpha),
+                    outer_momentum_error(self.outer_momentum)):
             if why:
                 raise ValueError(f"sfpo.{why}")
+        if self.outer_momentum:
+            raise NotImplementedError(
+                "sfpo.outer_momentum > 0 is not supported under verl: the momentum is a buffer each actor rank keeps "
+                "across rollout batches, and verl's checkpoint manager does not save worker state beyond the model "
+                "and optimizer, so a resumed run would restart it from zero without a word. Use the native trainer "
+                "or SFPOTrainer (TRL), which checkpoint it.")
         for name, value, allowed in (("optimizer_state", self.optimizer_state, OPTIMIZER_STATES),
                                      ("switch", self.switch, SWITCHES)):
             if value not in allowed:
