@@ -25,6 +25,7 @@ METHODS = {
     "sfpo_reset": SFPO + ["algorithm.optimizer_state=reset", "algorithm.switch=never"],
     "sfpo_restore": SFPO + ["algorithm.optimizer_state=restore", "algorithm.switch=never"],
     "sfpo_noslow": SFPO + ["algorithm.slow_pass=false", "algorithm.switch=never"],
+    **{f"sfpo_mom{mu}": SFPO + [f"algorithm.outer_momentum={mu}", "algorithm.switch=never"] for mu in (0.5, 0.9)},
 }
 TASKS = {  # task label → overrides; arithmetic and countdown are what the testbed was tuned on
     "arithmetic": [],
@@ -37,6 +38,9 @@ TASKS = {  # task label → overrides; arithmetic and countdown are what the tes
     # generation-heavy: arithmetic, decoded 8 sequences at a time, so that the rollout takes about half of a GRPO
     # step as on the paper's GPUs (benchmarks/phase_split.py); the same task and starting policy as arithmetic
     "gen_heavy": ["rollout.engine_kwargs={max_batch_sequences: 8}"],
+    # issue 24's plateau regime: arithmetic trained 5× as long (600 steps, 153,600 rollouts) so that GRPO can
+    # plateau; the criterion is fixed before any run (PLATEAU below)
+    "arith_long": ["steps=600"],
 }
 GRID_METHODS = ("grpo", "grpo_4passes", "sfpo_noswitch", "sfpo_tr")
 LRS = (1e-5, 3e-5, 1e-4, 3e-4)  # a 30× span around the base 1e-4
@@ -76,6 +80,16 @@ def lrs_of(task: str) -> str:
 # α = 0.8 is sfpo_noswitch and α = 1.0 is grpo_4passes (the same bits), so their records are reused.
 ALPHA_SWEEP = {0.5: "sfpo_a0.5", 0.8: "sfpo_noswitch", 1.0: "grpo_4passes", 1.25: "sfpo_a1.25", 1.5: "sfpo_a1.5"}
 ALPHA_SWEEP_LR = 3e-5
+
+# Outer momentum: μ × lr swept on the selection unit (momentum lengthens the effective step by about 1/(1 − μ), so
+# its best lr is likely lower than SFPO's); the best (μ, lr) then runs on the held-out units of arithmetic and, at
+# arithmetic's choice, countdown, against GRPO-4 and SFPO at their own best lrs.
+MOMENTA = (0.5, 0.9)
+MOMENTUM_LRS = (3e-6, 1e-5, 3e-5)
+# The plateau: GRPO has plateaued at the first evaluation from which its validation accuracy, smoothed over the
+# last 4 evaluations (20 steps), has not risen by more than `min_gain` over the previous `window` steps. Fixed
+# here before any long run was looked at; "rollouts to reach GRPO's best" is reported only for runs where it held.
+PLATEAU = {"window": 100, "min_gain": 0.01, "smooth": 4}
 
 SELECT = (0, 0)  # (policy, seed) whose sweep picks each method's lr; held out of the comparison at that lr
 POLICIES = (0, 1, 2)
@@ -154,10 +168,7 @@ def plan(grid: str, seeds: list[int], records: list[dict]) -> tuple[list[dict], 
         return [spec(t, m, base, 0, s) for t in ("noise", "countdown") for s in seeds
                 for m in ("grpo", "grpo_4passes", "sfpo_noswitch")], waiting
     if grid == "issue24":
-        # α through 1 on arithmetic's 9 held-out units, seed-major; the new α > 1 first (the new question)
-        order = (1.5, 1.25, 0.5, 0.8, 1.0)
-        return [spec("arithmetic", ALPHA_SWEEP[a], ALPHA_SWEEP_LR, p, s) for s in SEEDS for p in POLICIES
-                for a in order], waiting
+        return plan_issue24(records)
     if grid != "issue12":
         raise SystemExit(f"unknown grid {grid!r}")
     # In order of what each run adds: a task's lr sweep (selection unit), then its comparison at each method's
@@ -189,6 +200,52 @@ def plan(grid: str, seeds: list[int], records: list[dict]) -> tuple[list[dict], 
             ordered.append(r)
     return ordered, waiting
 
+
+
+def momentum_choice(records: list[dict]) -> tuple[float, float] | None:
+    """The (μ, lr) with the highest best validation accuracy in the momentum sweep on the selection unit
+    (arithmetic); None until every (μ, lr) has a record. Ties: the smaller μ, then the smaller lr."""
+    cells = index(records)
+    scores = {}
+    for mu in MOMENTA:
+        for lr in MOMENTUM_LRS:
+            rec = cells.get(("arithmetic", f"sfpo_mom{mu}", lr), {}).get(SELECT[0], {}).get(SELECT[1])
+            if rec is None:
+                return None
+            scores[(mu, lr)] = rec["best_val"]
+    return max(scores, key=lambda k: (scores[k], -k[0], -k[1]))
+
+
+def plan_issue24(records: list[dict]) -> tuple[list[dict], list[str]]:
+    """Issue 24, in order of what each part answers: (1) α through 1 on arithmetic's held-out units (α > 1, the
+    new question, first), its first seed over all 3 policies; (2) the outer-momentum sweep on the selection unit,
+    so that both questions have an answer early; (3) the α sweep's other seeds; (4) the chosen momentum on the
+    held-out units of arithmetic and countdown; (5) the plateau regime (policy 0 × 3 seeds, 600 steps)."""
+    waiting: list[str] = []
+    alpha = [spec("arithmetic", ALPHA_SWEEP[a], ALPHA_SWEEP_LR, p, s) for s in SEEDS for p in POLICIES
+             for a in (1.5, 1.25, 0.5, 0.8, 1.0)]
+    first = len(POLICIES) * len(ALPHA_SWEEP)
+    runs = alpha[:first]
+    runs += [spec("arithmetic", f"sfpo_mom{mu}", lr, *SELECT) for lr in reversed(MOMENTUM_LRS) for mu in MOMENTA]
+    runs += alpha[first:]
+    choice = momentum_choice(records)
+    best = {t: best_lrs(records, t) for t in SWEPT}
+    if choice is None:
+        waiting.append(f"outer momentum at its chosen (μ, lr) on {len(POLICIES) * len(SEEDS)} held-out units of "
+                       f"{' and '.join(SWEPT)}: after the momentum sweep")
+        variant = None
+    else:
+        mu, lr = choice
+        variant = (f"sfpo_mom{mu}", lr)
+        runs += [spec(t, m, lr_, p, s) for t in SWEPT for s in SEEDS for p in POLICIES
+                 for m, lr_ in ((variant[0], lr), ("grpo_4passes", best[t]["grpo_4passes"]),
+                                ("sfpo_noswitch", best[t]["sfpo_noswitch"]))]
+    long = [("grpo", best["arithmetic"]["grpo"]), ("grpo_4passes", best["arithmetic"]["grpo_4passes"]),
+            ("sfpo_noswitch", best["arithmetic"]["sfpo_noswitch"])] + ([variant] if variant else [])
+    runs += [spec("arith_long", m, lr, 0, s) for s in SEEDS for m, lr in long]
+    if variant is None:
+        waiting.append("the plateau runs of the best new variant: after the momentum sweep")
+    return runs, waiting
 
 
 # ------------------------------------------------------------------------------------------- records
