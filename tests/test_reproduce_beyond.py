@@ -1,0 +1,65 @@
+"""Issue 24's analysis on hand-made run records (no training): the plateau criterion, the momentum choice, the
+α sweep's comparison against GRPO-4 and the computed answer."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import reproduce_beyond  # noqa: E402
+import reproduce_grid  # noqa: E402
+from test_reproduce_analysis import record  # noqa: E402
+
+
+def _curve(accs, every=5):
+    return [[i * every, i * every * 256, float(i), a] for i, a in enumerate(accs)]
+
+
+def test_plateau_is_the_first_step_whose_smoothed_gain_over_the_window_is_small():
+    # rises 0.02 per evaluation (every 5 steps) to step 100, then flat: with smoothing over 4 evaluations and a
+    # 100-step window, the gain over the window first drops to ≤ 0.01 once the whole window is flat
+    accs = [0.3 + 0.02 * min(i, 20) for i in range(61)]
+    rec = {"val": _curve(accs)}
+    step = reproduce_beyond.plateau_step(rec, window=100, min_gain=0.01, smooth=4)
+    # smoothed at 110 is mean(0.68, 0.70, 0.70, 0.70) = 0.695, at 210 it is 0.70: gain 0.005 ≤ 0.01 → step 210;
+    # at 205 the gain over smoothed(105) = mean(0.66, 0.68, 0.70, 0.70) = 0.685 is 0.015 > 0.01
+    assert step == 210
+    assert reproduce_beyond.plateau_step({"val": _curve([0.3 + 0.02 * i for i in range(61)])}) is None
+
+
+def test_momentum_choice_waits_for_the_whole_sweep_and_takes_the_best():
+    recs = [dict(record(f"sfpo_mom{mu}", 0, 0, 2000, 0.5 + 0.01 * k, lr=lr))
+            for k, (mu, lr) in enumerate((mu, lr) for mu in reproduce_grid.MOMENTA for lr in reproduce_grid.MOMENTUM_LRS)]
+    assert reproduce_grid.momentum_choice(recs[:-1]) is None
+    assert reproduce_grid.momentum_choice(recs) == (reproduce_grid.MOMENTA[-1], reproduce_grid.MOMENTUM_LRS[-1])
+
+
+def _alpha_grid(alpha_best: float):
+    """The main grid's arithmetic sweep on the selection unit (so that best lrs exist) and held-out runs of GRPO-4
+    and of α = 1.5 at lr 3e-5; α = 1.5's best validation is ``alpha_best`` on every unit, GRPO-4's 0.6."""
+    lr = reproduce_grid.ALPHA_SWEEP_LR
+    recs = [record(m, 0, 0, 2000, 0.5 + (0.01 if l == lr else 0.0), lr=l)
+            for m in reproduce_grid.GRID_METHODS for l in reproduce_grid.LRS]
+    for p in (0, 1, 2):
+        for s in (1, 2, 3):
+            wiggle = 0.002 * ((p + s) % 3)
+            recs.append(record("grpo_4passes", p, s, 2000, 0.6 + wiggle, lr=lr))
+            recs.append(record("grpo", p, s, 2000, 0.55 + wiggle, lr=lr))
+            recs.append(record("sfpo_a1.5", p, s, 2000, alpha_best + wiggle, lr=lr))
+    return recs
+
+
+def test_the_alpha_sweep_is_compared_with_grpo_4_and_the_answer_says_so():
+    worse = reproduce_beyond.analyse_beyond(_alpha_grid(0.58))
+    row = worse["alpha"]["1.5"]
+    assert row["n"] == 9 and row["vs_grpo_4passes"]["best_val_diff"]["verdict"] == "lower"
+    assert "no α beats GRPO-4" in worse["answer"]
+    better = reproduce_beyond.analyse_beyond(_alpha_grid(0.63))
+    assert better["alpha"]["1.5"]["vs_grpo_4passes"]["best_val_diff"]["verdict"] == "higher"
+    assert "α = 1.5 beat GRPO-4" in better["answer"]
+
+
+def test_the_report_is_written_with_its_table_and_plot(tmp_path):
+    res = reproduce_beyond.write_beyond_report(_alpha_grid(0.58), 18, 60, [], tmp_path, {})
+    md = (tmp_path / "beyond_sfpo.md").read_text()
+    assert "| 1.5 | `sfpo_a1.5` | 9 |" in md and res["partial"] is True
+    assert (tmp_path / "beyond_alpha.png").stat().st_size > 1000
