@@ -77,6 +77,15 @@ def test_resume_equals_uninterrupted(tmp_path, algo):
     assert resumed.switch.state_dict() == full.switch.state_dict()
 
 
+def test_the_step_where_the_switch_fires_says_it_ran_sfpo(tmp_path):
+    """`sfpo/active` is what the step did, `sfpo/switch_on` what the switch decided for the next ones: on the step
+    where the switch fires they differ (the switch used to overwrite the first with the second)."""
+    _, _, rec = run(tmp_path, ["algorithm.name=sfpo", "algorithm.switch=fixed_step", "algorithm.switch_stop_step=2"])
+    steps = [r for r in rec if "sfpo/active" in r]
+    assert [(r["sfpo/active"], r["sfpo/switch_on"]) for r in steps] == [(1.0, 1.0), (1.0, 0.0), (0.0, 0.0)]
+    assert steps[1]["sfpo/alpha"] == 0.8 and steps[2]["sfpo/alpha"] == 0.0
+
+
 def test_outer_momentum_acts_and_is_logged(tmp_path):
     """μ > 0 changes the trajectory from plain SFPO's, and the log shows it act: m is the first step's drift, and
     the reposition is α(1 + μ) times the drift on the first step (m = D), longer than plain SFPO's α times."""

@@ -35,7 +35,7 @@ def test_official_rule_one_sided_fires_on_an_entropy_rise():
     assert run(sw, SERIES) == [True] * 6 + [False] * 2  # step 5's entropy turns step 6 on to a plain step
     assert sw.switched_at == 5
     assert sw.last_z == pytest.approx(2.5 / math.sqrt(5.25), abs=1e-9)
-    assert sw.metrics() == {"sfpo/active": 0.0, "sfpo/entropy_z": sw.last_z}
+    assert sw.metrics() == {"sfpo/switch_on": 0.0, "sfpo/entropy_z": sw.last_z}
 
 
 def test_two_sided_also_fires_on_a_drop():

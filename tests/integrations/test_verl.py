@@ -241,7 +241,7 @@ def test_driver_switch_turns_sfpo_off_and_survives_a_checkpoint(tmp_path):
         resumed._update_actor(SimpleNamespace(extra_info={}), metrics)
     # the switch decided on the resumed window: on for steps 4 and 5, off from step 6 on, for good
     assert [p["active"] for p in resumed.plans] == [True, True, False, False]
-    assert metrics["sfpo/active"] == 0.0 and resumed.switch.switched_at == 5
+    assert metrics["sfpo/switch_on"] == 0.0 and resumed.switch.switched_at == 5
 
     fresh = stub_trainer(tmp_path / "elsewhere")
     fresh.entropies = trainer.entropies[4:]

@@ -43,7 +43,9 @@ class Switch:
         raise NotImplementedError
 
     def metrics(self) -> dict[str, float]:
-        return {"sfpo/active": float(self.active)}
+        # the switch's decision for the steps to come, under its own key: `sfpo/active` (the update's) says whether
+        # the step just logged ran SFPO, and on the step where the switch fires the two differ
+        return {"sfpo/switch_on": float(self.active)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "active": self.active, "switched_at": self.switched_at}
