@@ -42,7 +42,7 @@ def test_import_sfpo_core_with_torch_alone():
     assert report["attempts"] == [], f"sfpo.core tried to import {report['attempts']}"
     assert report["loaded"] == []
     # only the package and its core: the trainer, tasks and integrations stay unimported
-    assert set(report["sfpo"]) == {"sfpo", "sfpo.core", "sfpo.core.advantages", "sfpo.core.losses",
+    assert set(report["sfpo"]) == {"sfpo", "sfpo.core", "sfpo.core.advantages", "sfpo.core.anchor", "sfpo.core.losses",
                                    "sfpo.core.params", "sfpo.core.slow_fast", "sfpo.core.switch"}
 
 

@@ -230,7 +230,7 @@ def test_anchor_is_taken_before_the_first_fast_pass():
     seen = []  # (phase, anchor, params at the start of the pass, params at its end)
 
     def base_pass():
-        phase, anchor = update.phase, [a.clone() for a in update._anchor]
+        phase, anchor = update.phase, [a.clone() for a in update.anchor.tensors]
         start = [p.detach().clone() for p in s.trainable]
         loss = s.one_pass()
         seen.append((phase, anchor, start, [p.detach().clone() for p in s.trainable]))
@@ -269,8 +269,8 @@ def test_frozen_parameters_are_neither_touched_nor_copied():
     assert torch.equal(s.model[0].weight, frozen_w)
     assert update.extra_bytes() == s.trainable_bytes()
     frozen_ptrs = {s.frozen.data_ptr(), s.model[0].weight.data_ptr()}
-    assert not any(a.shape in {(5, 7), (16, 6)} for a in update._anchor)
-    assert not any(a.data_ptr() in frozen_ptrs for a in update._anchor)
+    assert not any(a.shape in {(5, 7), (16, 6)} for a in update.anchor.tensors)
+    assert not any(a.data_ptr() in frozen_ptrs for a in update.anchor.tensors)
     assert 0 not in [len(st) for st in s.opt_state().values()]
     assert len(s.opt_state()) == len(s.trainable)
 

@@ -32,7 +32,7 @@ def main(output_dir: str, result_path: str) -> None:
     trainer._generate_and_score_completions = recording
     trainer.train()
 
-    mine = torch.stack([flat(trainer.sfpo.params), flat(trainer.sfpo._anchor)])
+    mine = torch.stack([flat(trainer.sfpo.params), flat(trainer.sfpo.anchor.tensors)])
     everyone = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
     dist.all_gather(everyone, mine)
     all_prompts = [None] * dist.get_world_size()

@@ -125,7 +125,7 @@ class RecordingSFPO(SFPOTrainer):
             def recorded_reposition():
                 before = [m.detach().clone() for m in self._zero.masters]
                 reposition()
-                self.records.append({"theta_k": before, "theta0": [a.clone() for a in update._anchor],
+                self.records.append({"theta_k": before, "theta0": [a.clone() for a in update.anchor.tensors],
                                      "tilde": [m.detach().clone() for m in self._zero.masters]})
 
             def recorded_refresh():
@@ -171,9 +171,9 @@ def scenario_reposition():
             "moved": max((b - a).abs().max().item() for r in RecordingSFPO.records
                          for a, b in zip(r["theta0"], r["theta_k"])),
             "module_vs_master": [r.get("module_vs_master") for r in RecordingSFPO.records],
-            "anchor_numel": sum(a.numel() for a in sfpo.sfpo._anchor),
+            "anchor_numel": sum(a.numel() for a in sfpo.sfpo.anchor.tensors),
             "param_numel": sum(p.ds_numel if STAGE == 3 else p.numel() for _, p in named_params(sfpo)),
-            "anchor_devices": sorted({str(a.device) for a in sfpo.sfpo._anchor})}
+            "anchor_devices": sorted({str(a.device) for a in sfpo.sfpo.anchor.tensors})}
 
 
 def scenario_resume():
@@ -195,7 +195,7 @@ def scenario_replicas():
     flat = torch.cat([v.reshape(-1) for v in state.values()])
     everyone = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
     dist.all_gather(everyone, flat)
-    local = torch.tensor([float(sum(a.numel() for a in sfpo.sfpo._anchor))])
+    local = torch.tensor([float(sum(a.numel() for a in sfpo.sfpo.anchor.tensors))])
     numels = [torch.empty_like(local) for _ in range(dist.get_world_size())]
     dist.all_gather(numels, local)
     return {"world_size": dist.get_world_size(), "replica_diff": max((e - everyone[0]).abs().max().item()

@@ -17,7 +17,7 @@ from sfpo.integrations.verl import PLAN_KEY, SFPOTrainingWorker  # noqa: E402
 class ProbedWorker(SFPOTrainingWorker):
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def probe(self):
-        anchor = getattr(self._sfpo, "_anchor", None) or []
+        anchor = (self._sfpo.anchor.tensors if self._sfpo is not None else None) or []
         return {"anchor_numel": sum(a.numel() for a in anchor), "lr_epoch": self.engine.lr_scheduler.last_epoch,
                 "full_numel": sum(p.numel() for p in self.engine.module.parameters())}  # DTensor numel: global
 

@@ -104,8 +104,9 @@ def run(cls, model_dir, *, epochs=1, plan=None, steps=2, strategy="fsdp2", offlo
     opt_steps = {int(s["step"]) for s in worker.engine.optimizer.state.values()}
     out.update(hash=hashes[0], replicas_identical=len(set(hashes)) == 1, params=params,
                lr_steps=worker.engine.lr_scheduler.last_epoch - lr0, optimizer_steps=sorted(opt_steps))
-    if isinstance(worker, SFPOTrainingWorker) and getattr(worker._sfpo, "_anchor", None) is not None:
-        out["anchor_numel"] = sum(a.numel() for a in worker._sfpo._anchor)
+    anchor = worker._sfpo.anchor.tensors if isinstance(worker, SFPOTrainingWorker) and worker._sfpo else None
+    if anchor is not None:
+        out["anchor_numel"] = sum(a.numel() for a in anchor)
         out["full_numel"] = sum(p.numel() for p in params)
     return out
 

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 
 import torch
 
+from sfpo.core.anchor import Anchor, norm_of
 from sfpo.core.params import alpha_error, inner_steps_error, outer_momentum_error
 
 __all__ = ["SlowFastUpdate", "OPTIMIZER_STATE_POLICIES", "LR_STEPPING"]
@@ -128,6 +129,7 @@ class SlowFastUpdate:
         self.scheduler = scheduler
         self.lr_stepping = lr_stepping
         self.anchor_device = torch.device(anchor_device) if anchor_device is not None else None
+        self.anchor = Anchor(self.params, self.anchor_device)  # θ0, shared with the NaN guard (abort, distance)
         self.track_drift = track_drift
         self.slow_pass = slow_pass
         self.keep_anchor = keep_anchor
@@ -135,7 +137,6 @@ class SlowFastUpdate:
         self.outer_momentum = outer_momentum
         self._momentum: list[torch.Tensor] | None = None  # m, the outer momentum buffer (μ > 0 only)
         self._measure_kl: Callable[[], float] | None = None
-        self._anchor: list[torch.Tensor] | None = None
         self._saved_opt_state: dict[int, dict[str, Any]] | None = None
         self._reset()
         if scheduler is not None and lr_stepping == "optimizer_step":
@@ -146,7 +147,7 @@ class SlowFastUpdate:
         self.phase: Phase = "idle"
         self.fast_done = 0
         self.metrics: dict[str, float] = {}
-        self._anchor_valid = False
+        self.anchor.valid = False
         self._momentum_stepped = False  # m took this step's displacement (an abort must not keep it)
         self._measure_kl = None
 
@@ -202,13 +203,9 @@ class SlowFastUpdate:
         """Abandon the current step (e.g. a NaN loss): weights back to θ0 when the anchor holds them, phase back
         to idle. Optimizer updates already applied to the state (moments) are not undone. Returns whether the
         weights were restored."""
-        restored = self._anchor_valid
+        restored = self.anchor.valid
         if restored:
-            if self.anchor_device is None:
-                torch._foreach_copy_([p.detach() for p in self.params], self._anchor)
-            else:  # one tensor at a time: never a whole second copy on the parameters' device
-                for p, a in zip(self.params, self._anchor):
-                    p.detach().copy_(a, non_blocking=True)
+            self.anchor.restore()
             if self._saved_opt_state is not None:
                 self._load_optimizer_state(self._saved_opt_state)
         self._saved_opt_state = None
@@ -221,15 +218,23 @@ class SlowFastUpdate:
 
     def step(self, base_pass: Callable[[], Any], active: bool = True,
              measure_kl: Callable[[], float] | None = None) -> dict[str, float]:
-        """One whole training step: ``base_pass()`` is called K+1 times (SFPO) or once (off/α=0/K=0)."""
+        """One whole training step (Algorithm 1): θ0 is taken, Stage I runs ``base_pass()`` K times, the K-th
+        pass's ``record_pass`` repositions (Stage II), Stage III runs it once more from θ̃. Switched off (or α = 0,
+        or K = 0): one plain pass."""
         self.begin(active, measure_kl)
         timings = {"time/fast": 0.0, "time/slow": 0.0}
-        while self.phase in ("fast", "slow"):
-            stage = "time/" + self.phase
+
+        def run_pass(stage: str) -> None:
             t0 = time.perf_counter()
             result = base_pass()
             timings[stage] += time.perf_counter() - t0
             self.record_pass(result)
+
+        if self.phase == "fast":
+            for _ in range(self.inner_steps):  # Stage I: K fast passes; after the K-th, Stage II (reposition)
+                run_pass("time/fast")
+        if self.phase == "slow":  # Stage III: the slow pass from θ̃ (or the one plain pass of a plain step)
+            run_pass("time/slow")
         metrics = self.end()
         metrics.update(timings)
         return metrics
@@ -237,30 +242,24 @@ class SlowFastUpdate:
     # --------------------------------------------------------------------------------------------- stages
     @torch.no_grad()
     def _snapshot(self) -> None:
-        """θ0 ← θ (Stage I starts here). The anchor is allocated once and reused every step."""
-        if self._anchor is None:
-            device = self.anchor_device
-            pin = device is not None and device.type == "cpu" and torch.cuda.is_available() and \
-                any(p.is_cuda for p in self.params)
-            self._anchor = [torch.empty_like(p, device=device or p.device, pin_memory=pin) for p in self.params]
-        torch._foreach_copy_(self._anchor, [p.detach() for p in self.params])
-        self._anchor_valid = True
+        """θ0 ← θ (Stage I starts here)."""
+        self.anchor.take()
         if self.optimizer_state == "restore":
             self._saved_opt_state = self._copy_optimizer_state()
 
     @torch.no_grad()
     def reposition(self) -> None:
         """Stage II: θ̃ = θ0 + α(θK − θ0), in place as θ.lerp_(θ0, 1 − α); then the optimizer-state policy."""
-        assert self._anchor is not None
+        assert self.anchor.valid
         live = [p.detach() for p in self.params]
-        drift = self._drift_norm(live) if self.track_drift else None
+        drift = self.anchor.distance() if self.track_drift else None
         t0 = time.perf_counter()
         alpha = self.alpha if self.kl_budget is None else self._trust_region(live)
         reposition = None
         if self.outer_momentum:
             reposition, self.metrics["sfpo/momentum_norm"] = self._nesterov_reposition(live, alpha)
         elif self.kl_budget is None:
-            self._lerp_to_anchor(live, 1.0 - alpha)
+            self.anchor.pull(1.0 - alpha)
         self.metrics["sfpo/alpha"] = alpha
         if drift is not None:
             self.metrics["sfpo/drift_norm"] = drift
@@ -273,17 +272,6 @@ class SlowFastUpdate:
             self._load_optimizer_state(self._saved_opt_state)
             self._saved_opt_state = None
         self.metrics["time/reposition"] = time.perf_counter() - t0
-
-    @torch.no_grad()
-    def _lerp_to_anchor(self, live: list[torch.Tensor], weight: float) -> None:
-        """θ ← θ + weight·(θ0 − θ); weight 0 leaves the bits alone."""
-        if weight == 0.0:
-            return
-        if self.anchor_device is None:
-            torch._foreach_lerp_(live, self._anchor, weight)
-        else:  # offloaded θ0 comes back one tensor at a time: the peak is one tensor, not a whole copy
-            for p, a in zip(live, self._anchor):
-                p.lerp_(a.to(p.device, non_blocking=True), weight)
 
     @torch.no_grad()
     def _nesterov_reposition(self, live: list[torch.Tensor], alpha: float) -> tuple[float, float]:
@@ -302,10 +290,10 @@ class SlowFastUpdate:
         """
         mu = self.outer_momentum
         if self._momentum is None:
-            self._momentum = [torch.zeros_like(a) for a in self._anchor]
+            self._momentum = [torch.zeros_like(a) for a in self.anchor.tensors]
         rep_norms, mom_norms = [], []
-        for p, a, m in zip(live, self._anchor, self._momentum):
-            a_here = a.to(p.device, non_blocking=True)
+        for i, (p, m) in enumerate(zip(live, self._momentum)):
+            a_here = self.anchor.here(i, p.device)
             m_here = m.to(p.device, non_blocking=True)
             d = p.sub(a_here)                     # D = θK − θ0
             m_here.mul_(mu).add_(d)               # m ← μ m + D
@@ -316,7 +304,7 @@ class SlowFastUpdate:
             rep_norms.append(_accurate_norm(d) * abs(alpha))
             mom_norms.append(_accurate_norm(m_here))
         self._momentum_stepped = True
-        return _norm_of(rep_norms), _norm_of(mom_norms)
+        return norm_of(rep_norms), norm_of(mom_norms)
 
     _MAX_BACKTRACKS = 4
 
@@ -335,35 +323,26 @@ class SlowFastUpdate:
         # a non-finite divergence says nothing about where θK is: fall back to θ0 (the slow pass is then GRPO's)
         alpha = 0.0 if not math.isfinite(kl_k) else \
             self.alpha if kl_k <= budget else min(self.alpha, math.sqrt(budget / kl_k))
-        self._lerp_to_anchor(live, 1.0 - alpha)
+        self.anchor.pull(1.0 - alpha)
         # measured at θ̃ even when θK was within budget: KL along the segment need not be monotone
         kl, tries = (kl_k if alpha == 1.0 else 0.0 if alpha == 0.0 else float(self._measure_kl())), 0
         while alpha > 0.0 and not kl <= budget:
             new = 0.0 if tries == self._MAX_BACKTRACKS or not math.isfinite(kl) else \
                 alpha * min(0.9, math.sqrt(budget / kl))
-            self._lerp_to_anchor(live, 1.0 - new / alpha)
+            self.anchor.pull(1.0 - new / alpha)
             alpha, tries = new, tries + 1
             kl = 0.0 if alpha == 0.0 else float(self._measure_kl())
         self.metrics["sfpo/kl_reposition"] = kl
         self.metrics["sfpo/alpha_backtracks"] = float(tries)
         return alpha
 
-    def _drift_norm(self, live: list[torch.Tensor]) -> float:
-        """‖θK − θ0‖ over all trainable tensors, in float32 per tensor, one host sync in all (not one per
-        tensor: hundreds of syncs cost more than the arithmetic on an accelerator). Transient memory: one
-        tensor's difference at a time."""
-        norms = [torch.linalg.vector_norm(p.float() - a.to(p.device, non_blocking=True).float())
-                 for p, a in zip(live, self._anchor)]
-        return _norm_of(norms)
-
     def distance_from_anchor(self) -> tuple[float, float]:
         """(‖θ − θ0‖, ‖θ0‖) while a step holds its anchor: how far the step has moved the weights so far, for a
         guard against diverging updates (non-finite when a weight is). Reads both copies once."""
-        if not self._anchor_valid:
+        if not self.anchor.valid:
             raise RuntimeError("no anchor to measure from: call begin() first (a plain step keeps one only with "
                                "keep_anchor=True)")
-        anchor = _norm_of([torch.linalg.vector_norm(a, dtype=torch.float32) for a in self._anchor])
-        return self._drift_norm([p.detach() for p in self.params]), anchor
+        return self.anchor.distance(), self.anchor.norm()
 
     # ---------------------------------------------------------------------------------- optimizer state
     def _copy_optimizer_state(self) -> dict[int, dict[str, Any]]:
@@ -393,10 +372,10 @@ class SlowFastUpdate:
         if self._momentum is not None:  # kept across steps, so in every checkpoint (a copy, as the anchor)
             sd["momentum"] = [m.detach().clone() for m in self._momentum]
             sd["momentum_stepped"] = self._momentum_stepped
-        if self._anchor_valid and (self.phase == "fast" or self.keep_anchor):
+        if self.anchor.valid and (self.phase == "fast" or self.keep_anchor):
             # Copies, not references: training on must not change a checkpoint held in memory (the restore
             # policy hands its saved tensors back to the optimizer, which then updates them in place).
-            sd["anchor"] = [a.detach().clone() for a in self._anchor]
+            sd["anchor"] = self.anchor.copies()
             sd["saved_optimizer_state"] = _clone_state(self._saved_opt_state)
         return sd
 
@@ -416,40 +395,23 @@ class SlowFastUpdate:
             self._momentum = [m.to(device or p.device, dtype=p.dtype, copy=True)
                               for m, p in zip(sd["momentum"], self.params)]
             self._momentum_stepped = bool(sd.get("momentum_stepped", False))
-        self._anchor_valid, self._saved_opt_state = False, None
+        self.anchor.valid, self._saved_opt_state = False, None
         if sd.get("anchor") is not None:
-            if len(sd["anchor"]) != len(self.params) or \
-                    any(a.shape != p.shape for a, p in zip(sd["anchor"], self.params)):
-                raise ValueError("checkpointed SFPO anchor does not match the trainable parameters")
-            self._snapshot_from(sd["anchor"])
-            self._anchor_valid = True
+            self.anchor.load(sd["anchor"])
             self._saved_opt_state = _clone_state(sd.get("saved_optimizer_state"))
 
-    @torch.no_grad()
-    def _snapshot_from(self, tensors: list[torch.Tensor]) -> None:
-        device = self.anchor_device
-        self._anchor = [t.to(device or p.device, dtype=p.dtype, copy=True) for t, p in zip(tensors, self.params)]
-
     def extra_bytes(self) -> int:
-        """Bytes this object keeps alive: the anchor (and a restore-policy optimizer-state copy)."""
-        tensors = list(self._anchor or []) + list(self._momentum or [])
+        """Bytes this object keeps alive: the anchor, the outer momentum and a restore-policy optimizer-state
+        copy."""
+        tensors = list(self._momentum or [])
         for state in (self._saved_opt_state or {}).values():
             tensors += [v[0] for v in state.values() if isinstance(v, tuple)]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return self.anchor.nbytes() + sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _accurate_norm(t: torch.Tensor) -> torch.Tensor:
     """‖t‖ accumulated in at least float32 (bf16/fp16 tensors are not summed in their own precision)."""
     return torch.linalg.vector_norm(t, dtype=torch.float32 if t.element_size() < 4 else None)
-
-
-def _norm_of(norms: list[torch.Tensor]) -> float:
-    """The norm of the concatenation of tensors whose norms are given: one host sync per device (not one per
-    tensor: hundreds of syncs cost more than the arithmetic on an accelerator)."""
-    by_device: dict[torch.device, list[torch.Tensor]] = {}
-    for n in norms:  # several devices (pipeline-split models): one stack per device
-        by_device.setdefault(n.device, []).append(n)
-    return math.sqrt(sum(float(torch.stack(ns).double().square().sum()) for ns in by_device.values()))
 
 
 def _clone_state(saved: dict[int, dict[str, Any]] | None) -> dict[int, dict[str, Any]] | None:
