@@ -38,7 +38,7 @@ def test_unknown_key_is_named(tmp_path):
     ("algorithm.alpha=2.5", r"alpha must lie in \[0, 2\]"),
     ("algorithm.outer_momentum=1.0", r"outer_momentum must lie in \[0, 0.99\]"),
     ("algorithm.inner_steps=-1", r"inner_steps \(K\) must be an integer >= 0"),
-    ("algorithm.switch=fixed_step", r"needs algorithm.switch_stop_step"),
+    ("algorithm.switch=fixed_step", r"algorithm.switch='fixed_step' needs switch_stop_step"),
     ("log.progress=maybe", r"log.progress: expected bool"),
     ("noequals", r"not of the form key.sub=value"),
 ])

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from sfpo.core.params import alpha_error, inner_steps_error, outer_momentum_error
+from sfpo.core.params import SFPOParams
 
 __all__ = ["ConfigError", "ModelConfig", "TaskConfig", "RolloutConfig", "AlgorithmConfig", "OptimConfig",
            "EvalConfig", "LogConfig", "TrainConfig", "load_config", "from_dict", "to_dict", "apply_overrides"]
@@ -160,6 +160,12 @@ class AlgorithmConfig:
     """Dual-clip PPO: cap a negative-advantage token's loss at −c·A (None = off; verl's default and the official
     SFPO scripts: 3.0)."""
 
+    @property
+    def sfpo_params(self) -> SFPOParams:
+        """SFPO's own parameter set (K, α, α rule, momentum, switch, …): its rules are written once there, for
+        this config, TRL's SFPOConfig and verl's sfpo group alike."""
+        return SFPOParams.from_fields(self, prefix="algorithm.", error=ConfigError)
+
     def __post_init__(self) -> None:
         if self.clip_ratio_c is not None and self.clip_ratio_c <= 1.0:
             raise ConfigError(f"algorithm.clip_ratio_c must be > 1 (or null for no dual clip), got {self.clip_ratio_c}")
@@ -167,22 +173,12 @@ class AlgorithmConfig:
             raise ConfigError(f"algorithm.passes must be >= 1, got {self.passes}")
         if self.name == "sfpo" and self.passes != 1:
             raise ConfigError("algorithm.passes is GRPO's μ; SFPO's passes per batch are inner_steps + 1")
-        for why in (inner_steps_error(self.inner_steps), alpha_error(self.alpha),
-                    outer_momentum_error(self.outer_momentum)):
-            if why:
-                raise ConfigError(f"algorithm.{why}")
+        self.sfpo_params  # noqa: B018 — builds it: SFPO's own rules are checked there
         if self.outer_momentum and self.name != "sfpo":
             raise ConfigError("algorithm.outer_momentum acts at SFPO's reposition; algorithm.name=grpo has none "
                               "(set algorithm.name=sfpo)")
-        if self.outer_momentum and self.alpha_rule == "kl_budget":
-            raise ConfigError("algorithm.outer_momentum cannot be combined with alpha_rule=kl_budget: the trust "
-                              "region chooses α along the segment θ0 → θK, and the momentum moves θ̃ off it")
-        if not self.kl_budget > 0:
-            raise ConfigError(f"algorithm.kl_budget must be > 0, got {self.kl_budget}")
         if self.alpha_rule == "kl_budget" and self.name != "sfpo":
             raise ConfigError("algorithm.alpha_rule='kl_budget' chooses SFPO's α; set algorithm.name=sfpo")
-        if self.switch == "fixed_step" and self.switch_stop_step is None:
-            raise ConfigError("algorithm.switch='fixed_step' needs algorithm.switch_stop_step")
 
 
 @dataclass

@@ -71,7 +71,7 @@ def test_paper_config_is_accepted():
     (["+sfpo.optimizer_state=reset"], NotImplementedError, "keys its state by the DTensor parameters"),
     (["+sfpo.alpha=2.5"], ValueError, "alpha must lie in [0, 2]"),
     (["+sfpo.outer_momentum=0.5"], NotImplementedError, "verl's checkpoint manager does not save worker state"),
-    (["+sfpo.switch=fixed_step"], ValueError, "needs sfpo.switch_stop_step"),
+    (["+sfpo.switch=fixed_step"], ValueError, "sfpo.switch='fixed_step' needs switch_stop_step"),
     (["+sfpo.inner_step=3"], ValueError, "unknown sfpo option(s) ['inner_step']"),
 ])
 def test_refused_configs_say_why(overrides, error, words):
@@ -185,14 +185,14 @@ def test_worker_contract(ranks, model_dir, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- driver side
 def stub_trainer(tmp_path, *overrides):
-    """An SFPOTrainer whose verl methods are real but whose worker group and data loader are stubs."""
+    """An SFPOVerlTrainer whose verl methods are real but whose worker group and data loader are stubs."""
     from verl.trainer.ppo.checkpoint_callback import build_checkpoint_callback
 
     from sfpo.core import make_switch
-    from sfpo.integrations.verl import SFPOTrainer, check_verl_config
+    from sfpo.integrations.verl import SFPOVerlTrainer, check_verl_config
 
     config = verl_config(f"trainer.default_local_dir={tmp_path}", "+sfpo.switch_window=4", *overrides)
-    trainer = object.__new__(SFPOTrainer)  # __init__ builds data loaders and Ray pools
+    trainer = object.__new__(SFPOVerlTrainer)  # __init__ builds data loaders and Ray pools
     trainer.config, trainer.sfpo = config, check_verl_config(config)
     s = trainer.sfpo
     trainer.switch = make_switch(s.switch, window=s.switch_window, threshold=s.switch_threshold)

@@ -37,14 +37,12 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 import torch
 
 from sfpo.core.anchor import Anchor, norm_of
-from sfpo.core.params import alpha_error, inner_steps_error, outer_momentum_error
+from sfpo.core.params import LR_STEPPING, OPTIMIZER_STATE_POLICIES, SFPOParams
 
 __all__ = ["SlowFastUpdate", "OPTIMIZER_STATE_POLICIES", "LR_STEPPING"]
 
 logger = logging.getLogger(__name__)
 
-OPTIMIZER_STATE_POLICIES = ("carry", "reset", "restore")
-LR_STEPPING = ("train_step", "optimizer_step")
 Phase = Literal["idle", "fast", "slow", "done"]
 
 
@@ -108,18 +106,11 @@ class SlowFastUpdate:
         self.params: list[torch.Tensor] = [p for p in params if p.requires_grad]
         if not self.params:
             raise ValueError("SlowFastUpdate got no trainable parameters (all have requires_grad=False)")
-        for why in (inner_steps_error(inner_steps), alpha_error(alpha), outer_momentum_error(outer_momentum)):
-            if why:
-                raise ValueError(why)
-        if outer_momentum and kl_budget is not None:
-            raise ValueError("outer_momentum cannot be combined with kl_budget: the trust region chooses α along the "
-                             "segment θ0 → θK, and the momentum moves θ̃ off that segment")
-        if optimizer_state not in OPTIMIZER_STATE_POLICIES:
-            raise ValueError(f"optimizer_state must be one of {OPTIMIZER_STATE_POLICIES}, got {optimizer_state!r}")
-        if lr_stepping not in LR_STEPPING:
-            raise ValueError(f"lr_stepping must be one of {LR_STEPPING}, got {lr_stepping!r}")
-        if kl_budget is not None and not kl_budget > 0:
-            raise ValueError(f"kl_budget must be > 0 (or None for a fixed alpha), got {kl_budget}")
+        # the rules on these values are SFPOParams's (one definition for every front door); raises ValueError
+        SFPOParams(inner_steps=inner_steps, alpha=alpha, optimizer_state=optimizer_state, lr_stepping=lr_stepping,
+                   outer_momentum=outer_momentum, slow_pass=slow_pass, switch="never",
+                   alpha_rule="fixed" if kl_budget is None else "kl_budget",
+                   **({} if kl_budget is None else {"kl_budget": kl_budget}))
         if optimizer is None and (optimizer_state != "carry" or scheduler is not None):
             raise ValueError(f"optimizer_state={optimizer_state!r} or a scheduler needs the optimizer")
         self.inner_steps = inner_steps

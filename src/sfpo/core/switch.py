@@ -12,6 +12,8 @@ import math
 from collections import deque
 from typing import Any
 
+from sfpo.core.params import SWITCHES
+
 __all__ = ["Switch", "EntropySwitch", "FixedStepSwitch", "NeverSwitch", "entropy_zscore", "make_switch", "SWITCHES"]
 
 
@@ -120,7 +122,6 @@ class EntropySwitch(Switch):
         self.last_z = sd["last_z"]
 
 
-SWITCHES = ("entropy", "fixed_step", "never")
 
 
 def make_switch(rule: str, *, window: int = 30, threshold: float = 1.0, two_sided: bool = False,

@@ -23,9 +23,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
 from sfpo.core import SlowFastUpdate, make_switch
-from sfpo.core.params import alpha_error, inner_steps_error, outer_momentum_error
-from sfpo.core.slow_fast import LR_STEPPING, OPTIMIZER_STATE_POLICIES
-from sfpo.core.switch import SWITCHES
+from sfpo.core.params import LR_STEPPING, OPTIMIZER_STATE_POLICIES, SWITCHES, SFPOParams
 from sfpo.integrations.sharding import DTensor, local_shards
 
 __all__ = ["SFPOConfig", "SFPOTrainer", "STATE_FILE", "local_shards"]
@@ -74,25 +72,21 @@ class SFPOConfig(GRPOConfig):
                 "is 0); leave it unset."})
 
     @property
-    def sfpo_runs(self) -> bool:
+    def sfpo_params(self) -> SFPOParams:
+        """SFPO's own parameter set, built from these fields (its rules are written once there)."""
+        return SFPOParams.from_fields(self)
+
+    @property
+    def runs_stage_one(self) -> bool:
         """Whether Stage I ever runs (Algorithm 1: α = 0 or K = 0 is a plain step)."""
-        return self.inner_steps > 0 and self.alpha > 0.0
+        return self.sfpo_params.runs_stage_one
 
     def __post_init__(self) -> None:
-        for why in (inner_steps_error(self.inner_steps), alpha_error(self.alpha),
-                    outer_momentum_error(self.outer_momentum)):
-            if why:
-                raise ValueError(why)
-        for name, value, allowed in (("optimizer_state", self.optimizer_state, OPTIMIZER_STATE_POLICIES),
-                                     ("lr_stepping", self.lr_stepping, LR_STEPPING), ("switch", self.switch, SWITCHES)):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if self.switch == "fixed_step" and self.switch_stop_step is None:
-            raise ValueError("switch='fixed_step' needs switch_stop_step (the first training step without SFPO)")
-        passes = self.inner_steps + 1 if self.sfpo_runs else 1
+        self.sfpo_params  # noqa: B018 — builds it: raises ValueError with the broken rule's reason
+        passes = self.inner_steps + 1 if self.runs_stage_one else 1
         if self.num_iterations not in (None, 1, passes):
             why = (f"SFPO runs inner_steps + 1 = {passes} passes over each generation batch and sets TRL's "
-                   "num_iterations to that itself; each pass is one GRPO iteration (μ = 1)" if self.sfpo_runs else
+                   "num_iterations to that itself; each pass is one GRPO iteration (μ = 1)" if self.runs_stage_one else
                    "alpha = 0 or inner_steps = 0 makes every training step one plain GRPO pass")
             raise ValueError(f"num_iterations={self.num_iterations} cannot be combined with SFPO: {why}. "
                              "Leave num_iterations unset.")
@@ -106,7 +100,7 @@ class SFPOConfig(GRPOConfig):
                 "steps_per_generation / gradient_accumulation_steps optimizer steps (the paper: 4). If you set "
                 "generation_batch_size instead, steps_per_generation = generation_batch_size / "
                 "(per_device_train_batch_size × number of processes).")
-        if self.sfpo_runs and self.switch != "never" and self.dataloader_num_workers:
+        if self.runs_stage_one and self.switch != "never" and self.dataloader_num_workers:
             raise ValueError(
                 f"dataloader_num_workers={self.dataloader_num_workers} cannot be combined with switch="
                 f"{self.switch!r}: after the switch each generation batch gets one pass and fresh prompts, and which "
@@ -237,7 +231,7 @@ class SFPOTrainer(GRPOTrainer):
             from sfpo.integrations.deepspeed import check_config
 
             check_config(self.accelerator.state.deepspeed_plugin.deepspeed_config, args.optimizer_state)
-        self.switch = make_switch(args.switch if args.sfpo_runs else "never", window=args.switch_window,
+        self.switch = make_switch(args.switch if args.runs_stage_one else "never", window=args.switch_window,
                                   threshold=args.switch_threshold, two_sided=args.switch_two_sided,
                                   stop_step=args.switch_stop_step)
         self.sfpo: SlowFastUpdate | None = None  # built on the first step, once the optimizer holds its params
@@ -249,7 +243,7 @@ class SFPOTrainer(GRPOTrainer):
 
     @property
     def _sampler_follows_switch(self) -> bool:
-        return self.args.sfpo_runs and self.args.switch != "never"
+        return self.args.runs_stage_one and self.args.switch != "never"
 
     # -------------------------------------------------------------------------------- the training step
     def _slow_fast(self) -> SlowFastUpdate:

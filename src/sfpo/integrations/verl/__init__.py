@@ -6,8 +6,8 @@ docs/verl.md has the details; ``config`` (the group and the refused settings) im
 """
 
 from sfpo.integrations.verl.config import SFPOVerlConfig, check_verl_config
-from sfpo.integrations.verl.trainer import STATE_FILE, TRAINER_MODE, SFPOTrainer
+from sfpo.integrations.verl.trainer import STATE_FILE, TRAINER_MODE, SFPOVerlTrainer
 from sfpo.integrations.verl.worker import PLAN_KEY, SFPOActorRolloutRefWorker, SFPOTrainingWorker
 
-__all__ = ["SFPOVerlConfig", "check_verl_config", "SFPOTrainer", "SFPOTrainingWorker", "SFPOActorRolloutRefWorker",
+__all__ = ["SFPOVerlConfig", "check_verl_config", "SFPOVerlTrainer", "SFPOTrainingWorker", "SFPOActorRolloutRefWorker",
            "PLAN_KEY", "STATE_FILE", "TRAINER_MODE"]

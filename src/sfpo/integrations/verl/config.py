@@ -10,12 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from sfpo.core.params import alpha_error, inner_steps_error, outer_momentum_error
+from sfpo.core.params import SFPOParams
 
 __all__ = ["SFPOVerlConfig", "check_verl_config", "FSDP_STRATEGIES"]
 
-OPTIMIZER_STATES = ("carry", "reset", "restore")  # sfpo.core.slow_fast.OPTIMIZER_STATE_POLICIES, torch-free here
-SWITCHES = ("entropy", "fixed_step", "never")  # sfpo.core.switch.SWITCHES
 FSDP_STRATEGIES = ("fsdp", "fsdp2")
 
 
@@ -31,7 +29,8 @@ class SFPOVerlConfig:
     outer_momentum: float = 0.0
     """μ (issue 24's outer Nesterov momentum): only 0 is accepted under verl — see validate()."""
     optimizer_state: str = "carry"
-    """Optimizer state at the reposition: 'carry' (official), 'reset' or 'restore' (FSDP1 only, see check)."""
+    """Optimizer state at the reposition: 'carry' (official); 'reset' and 'restore' only under FSDP1 (FSDP2 keys
+    the optimizer's state by DTensor, see check_verl_config)."""
     switch: str = "entropy"
     """When SFPO turns off for good: 'entropy' (z-score of the slow pass's entropy), 'fixed_step', 'never'."""
     switch_window: int = 30
@@ -44,8 +43,13 @@ class SFPOVerlConfig:
     """switch='fixed_step': SFPO steps before this one run SFPO."""
 
     @property
+    def sfpo_params(self) -> SFPOParams:
+        """SFPO's own parameter set, built from this group (its rules are written once there)."""
+        return SFPOParams.from_fields(self, prefix="sfpo.")
+
+    @property
     def runs_stage_one(self) -> bool:
-        return self.inner_steps > 0 and self.alpha > 0.0
+        return self.sfpo_params.runs_stage_one
 
     @classmethod
     def from_mapping(cls, group: Mapping[str, Any] | None) -> "SFPOVerlConfig":
@@ -59,22 +63,13 @@ class SFPOVerlConfig:
         return cfg
 
     def validate(self) -> None:
-        for why in (inner_steps_error(self.inner_steps), alpha_error(self.alpha),
-                    outer_momentum_error(self.outer_momentum)):
-            if why:
-                raise ValueError(f"sfpo.{why}")
+        self.sfpo_params  # noqa: B018 — builds it: raises ValueError("sfpo.<the broken rule's reason>")
         if self.outer_momentum:
             raise NotImplementedError(
                 "sfpo.outer_momentum > 0 is not supported under verl: the momentum is a buffer each actor rank keeps "
                 "across rollout batches, and verl's checkpoint manager does not save worker state beyond the model "
                 "and optimizer, so a resumed run would restart it from zero without a word. Use the native trainer "
                 "or SFPOTrainer (TRL), which checkpoint it.")
-        for name, value, allowed in (("optimizer_state", self.optimizer_state, OPTIMIZER_STATES),
-                                     ("switch", self.switch, SWITCHES)):
-            if value not in allowed:
-                raise ValueError(f"sfpo.{name} must be one of {allowed}, got {value!r}")
-        if self.switch == "fixed_step" and self.switch_stop_step is None:
-            raise ValueError("sfpo.switch=fixed_step needs sfpo.switch_stop_step (the first SFPO step without SFPO)")
 
     def plan(self, active: bool) -> dict[str, Any]:
         """What the driver hands the actor workers with each batch."""

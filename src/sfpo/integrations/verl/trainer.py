@@ -23,7 +23,7 @@ from sfpo.core import make_switch
 from sfpo.integrations.verl.config import check_verl_config
 from sfpo.integrations.verl.worker import PLAN_KEY, SFPOActorRolloutRefWorker
 
-__all__ = ["SFPOTrainer", "STATE_FILE", "TRAINER_MODE"]
+__all__ = ["SFPOVerlTrainer", "STATE_FILE", "TRAINER_MODE"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ STATE_FILE = "sfpo_state.json"  # in verl's global_step_N folder; the workers ke
 
 
 @register_trainer(TRAINER_MODE)
-class SFPOTrainer(PPOTrainerSync):
+class SFPOVerlTrainer(PPOTrainerSync):
     """``PPOTrainerSync`` whose actor updates are SFPO steps. Every other setting keeps its verl meaning."""
 
     def __init__(self, config) -> None:
