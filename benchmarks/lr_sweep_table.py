@@ -3,7 +3,7 @@ learning rate, each method's best validation accuracy, the test accuracy of that
 ratio to reach the best of GRPO and of GRPO-(K+1) *at the same learning rate*, with its bootstrap interval;
 then each method's best learning rate.
 
-    python benchmarks/reproduce.py --grid issue12 --workers 2   # the runs (records in docs/reproduction/records/)
+    sfpo reproduce --grid issue12 --workers 2   # the runs (records in docs/reproduction/records/)
     python benchmarks/lr_sweep_table.py
 
 Prints markdown tables, then one JSON line.
@@ -18,9 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from reproduce_grid import RECORDS, load_records  # noqa: E402
-from reproduce_report import analyse  # noqa: E402
+from sfpo.reproduce.grid import RECORDS, load_records  # noqa: E402
+from sfpo.reproduce.report import analyse  # noqa: E402
 
 
 def _ratio(c: dict | None) -> str:

@@ -26,10 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from reproduce import run_timed  # noqa: E402
-
+from sfpo.reproduce.harness import run_timed  # noqa: E402
 from sfpo.testbed import warm_start  # noqa: E402
 
 

@@ -4,17 +4,14 @@ the "within noise" verdicts, the best-lr choice, the grid plan and the report's 
 import json
 import os
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
 from sfpo.compare import bootstrap_ci, effect_summary, ratio_median
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import reproduce  # noqa: E402
-import reproduce_grid  # noqa: E402
-import reproduce_report  # noqa: E402
+from sfpo.reproduce import grid as reproduce_grid
+from sfpo.reproduce import harness as reproduce
+from sfpo.reproduce import report as reproduce_report
 
 
 def record(method, policy, seed, reach_at, best, *, task="arithmetic", lr=1e-4, test=None, shared=False):
@@ -356,3 +353,17 @@ def test_the_stored_grid_policies_are_the_builds_the_records_were_made_from():
     for r in recs:
         info = r["policy_info"]
         assert info["shipped"] or stored.get(info["folder"]) == info["sha256"], r["policy_info"]
+
+
+def test_sfpo_reproduce_is_the_harness(capsys):
+    """`sfpo reproduce ...` hands its arguments to the harness's own parser (the package's command, not a script)."""
+    from sfpo.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["reproduce", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: sfpo reproduce") and "--analyse-only" in out and "issue24" in out
+    with pytest.raises(SystemExit) as e:
+        main(["reproduce", "--grid", "nonesuch"])
+    assert e.value.code == 2

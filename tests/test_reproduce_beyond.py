@@ -1,13 +1,9 @@
 """Issue 24's analysis on hand-made run records (no training): the plateau criterion, the momentum choice, the
 α sweep's comparison against GRPO-4 and the computed answer."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import reproduce_beyond  # noqa: E402
-import reproduce_grid  # noqa: E402
-from test_reproduce_analysis import record  # noqa: E402
+from sfpo.reproduce import beyond as reproduce_beyond
+from sfpo.reproduce import grid as reproduce_grid
+from test_reproduce_analysis import record
 
 
 def _curve(accs, every=5):
@@ -63,3 +59,25 @@ def test_the_report_is_written_with_its_table_and_plot(tmp_path):
     md = (tmp_path / "beyond_sfpo.md").read_text()
     assert "| 1.5 | `sfpo_a1.5` | 9 |" in md and res["partial"] is True
     assert (tmp_path / "beyond_alpha.png").stat().st_size > 1000
+
+
+def test_the_committed_reports_regenerate_byte_for_byte(tmp_path):
+    """`sfpo reproduce --analyse-only` rebuilds docs/reproduction.md, results.json and issue 24's report from the
+    committed records, byte for byte: the reports are functions of the records alone (no machine, commit or
+    folder in them), and a record committed without its report shows here."""
+    import shutil
+
+    from sfpo.reproduce.grid import CHECKOUT
+    from sfpo.reproduce.harness import main
+
+    docs = CHECKOUT / "docs"
+    report = tmp_path / "reproduction"
+    report.mkdir()
+    shutil.copy(docs / "reproduction_notes.md", tmp_path)  # the hand-written notes the report links to
+    shutil.copy(docs / "reproduction" / "record_2026-11-30.json", report)
+    records = str(docs / "reproduction" / "records")
+    for grid, files in (("issue12", ["reproduction.md", "reproduction/results.json"]),
+                        ("issue24", ["reproduction/beyond_sfpo.md", "reproduction/results_beyond.json"])):
+        assert main(["--grid", grid, "--analyse-only", "--records", records, "--report", str(report)]) == 0
+        for f in files:
+            assert (tmp_path / f).read_bytes() == (docs / f).read_bytes(), f"{f} differs from what its records give"

@@ -1,4 +1,4 @@
-"""The ``sfpo`` command: ``train CONFIG [key=value ...]``, ``eval``, ``demo [--quick]``.
+"""The ``sfpo`` command: ``train CONFIG [key=value ...]``, ``eval``, ``demo [--quick]``, ``reproduce``.
 
 Errors a user can fix (bad config, unknown task, a path that is not a causal LM, a verifier that raises, a
 damaged checkpoint, a full disk, a run stopped after ``max_consecutive_skips`` skipped steps) are printed as one
@@ -104,10 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output-dir", default="runs/demo")
     d.add_argument("overrides", nargs="*", help="config overrides applied to both runs")
     d.set_defaults(fn=_demo)
+    # listed here for `sfpo --help`; main() hands everything after `reproduce` to the harness's own parser
+    sub.add_parser("reproduce", help="run a reproduction grid (resumable) or rebuild its report: "
+                                     "sfpo reproduce --help", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["reproduce"]:
+        from sfpo.reproduce.harness import main as reproduce
+
+        return reproduce(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

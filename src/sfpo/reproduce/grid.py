@@ -1,16 +1,21 @@
 """The reproduction grid: what each run is (task, method, learning rate, starting policy, seed → trainer
 overrides), how each method's learning rate is chosen, and the order the issue-12 grid runs in. Read by the
-harness (benchmarks/reproduce.py), which runs it, and by its report (benchmarks/reproduce_report.py)."""
+harness (sfpo.reproduce.harness), which runs it, and by its reports (sfpo.reproduce.report, .beyond)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "reproduce.yaml"
-RECORDS = ROOT / "docs" / "reproduction" / "records"
-REPORT = ROOT / "docs" / "reproduction"
+# The project's checkout (src/sfpo/reproduce/grid.py → ../../..): the grid's config, and the committed records
+# and report, live there. An installed package has no checkout; `sfpo reproduce` then asks for --records/--report.
+CHECKOUT = Path(__file__).resolve().parents[3]
+IN_CHECKOUT = (CHECKOUT / "docs" / "reproduction" / "records").is_dir()
+CONFIG = CHECKOUT / "configs" / "reproduce.yaml"
+# the committed records and report in a checkout; elsewhere, folders under the working directory
+RECORDS = CHECKOUT / "docs" / "reproduction" / "records" if IN_CHECKOUT else Path("reproduction") / "records"
+REPORT = CHECKOUT / "docs" / "reproduction" if IN_CHECKOUT else Path("reproduction")
+OUT = CHECKOUT / "runs" / "reproduce" if IN_CHECKOUT else Path("runs") / "reproduce"
 SFPO = ["algorithm.name=sfpo", "algorithm.inner_steps=3", "algorithm.alpha=0.8"]
 KL_BUDGET = 0.0025  # trust-region SFPO's budget; see docs/reproduction.md ("Trust-region SFPO") for its choice
 METHODS = {
