@@ -26,9 +26,10 @@ from sfpo.batching import Batch, chunks, layout, padding_metrics
 from sfpo.checkpointing import CheckpointError, CheckpointMixin, tensor_count
 from sfpo.config import ConfigError, TrainConfig, to_dict
 from sfpo.core import LossConfig, SlowFastUpdate, compute_advantages, loss_normalizer, make_switch, policy_loss
-from sfpo.evaluate import RewardError, evaluate, score
+from sfpo.evaluate import evaluate
 from sfpo.metrics import MetricsWriter
 from sfpo.policy import add_lora, load_policy, nonfinite_params, sequence_logprobs
+from sfpo.rewards import RewardError, score
 from sfpo.rollout import SamplingParams, make_engine
 
 __all__ = ["Trainer", "RewardError", "NonFiniteError", "TrainingStalled", "CheckpointError"]

@@ -12,35 +12,13 @@ import logging
 import math
 from dataclasses import dataclass
 
+from sfpo.rewards.scoring import RewardError, score
 from sfpo.rollout.base import RolloutEngine, SamplingParams
 from sfpo.tasks.base import Example, Task
 
-__all__ = ["pass_at_k", "EvalResult", "evaluate", "score", "RewardError"]
+__all__ = ["pass_at_k", "EvalResult", "evaluate", "score", "RewardError"]  # score: sfpo.rewards.scoring
 
 logger = logging.getLogger(__name__)
-
-
-class RewardError(RuntimeError):
-    """A task's verifier raised; the message names the example and the completion."""
-
-
-def score(task: Task, texts: list[str], examples: list[Example], n: int, on_error: str = "raise") -> list[float]:
-    """The task reward of each completion; completions i*n .. i*n+n-1 answer ``examples[i]``. A verifier that
-    raises is one clear ``RewardError`` (``on_error="raise"``) or a logged 0 (``"zero"``)."""
-    scores = []
-    for i, text in enumerate(texts):
-        ex = examples[i // n]
-        try:
-            value = task.reward(text, ex)
-        except Exception as e:  # a verifier is user code: report which row broke it
-            if on_error == "raise":
-                raise RewardError(f"reward of task {getattr(task, 'name', task)!r} raised {type(e).__name__}: {e} "
-                                  f"(example id={ex.id!r}, completion={text!r}); set task.reward_errors=zero "
-                                  "to score such completions 0 instead") from e
-            logger.warning("reward raised %r on example %r; scored 0", e, ex.id)
-            value = 0.0
-        scores.append(0.0 if value is None else float(value))
-    return scores
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sfpo.reproduce.grid import (ALPHA_SWEEP, ALPHA_SWEEP_LR, MOMENTA, MOMENTUM_LRS, PLATEAU, POLICIES, SEEDS, SELECT,
                                  SWEPT, best_lrs, held_out, index, momentum_choice)
-from sfpo.reproduce.report import _ci, _effect, _f, cell_summary, compare
+from sfpo.reproduce.report import _effect, _f, cell_summary, compare
 
 CONTROL = "grpo_4passes"  # the matched control: K+1 = 4 plain passes per batch (α = 1 exactly)
 
