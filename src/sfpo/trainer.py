@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from sfpo.batching import Batch, chunks, layout, padding_metrics
-from sfpo.checkpointing import CheckpointError, CheckpointMixin, tensor_count
+from sfpo.checkpointing import CheckpointError, Checkpoints, check_output_dir, load_weights, tensor_count
 from sfpo.config import ConfigError, TrainConfig, to_dict
 from sfpo.core import LossConfig, SlowFastUpdate, compute_advantages, loss_normalizer, make_switch, policy_loss
 from sfpo.evaluate import evaluate
@@ -45,7 +45,21 @@ class TrainingStalled(RuntimeError):
     """``max_consecutive_skips`` steps in a row were skipped: the run makes no progress and stops."""
 
 
-class Trainer(CheckpointMixin):
+def load_examples(cfg: TrainConfig, task) -> tuple[list, list]:
+    """The task's training and validation examples; missing, empty or unparseable data is one ConfigError naming
+    the task (before a model is loaded)."""
+    name = cfg.task.name
+    try:
+        train = task.examples("train")
+        val = task.examples(cfg.eval.split, cfg.eval.num_prompts)
+    except ValueError as e:  # empty or unparseable data, a missing column: the task names the file
+        raise ConfigError(str(e) if str(e).startswith(name) else f"task {name!r}: {e}") from None
+    if not train:
+        raise ConfigError(f"task {name!r} has no training examples")
+    return train, val
+
+
+class Trainer:
     def __init__(self, cfg: TrainConfig, model=None, tokenizer=None, task=None) -> None:
         self.cfg = cfg
         if cfg.threads:
@@ -61,7 +75,12 @@ class Trainer(CheckpointMixin):
                 raise ConfigError(f"task: {e}") from None
         self.task = task
         self.out = Path(cfg.output_dir)
-        self._preflight()  # output_dir, data, an earlier run's checkpoint: fail before a model is loaded
+        self.checkpoints = Checkpoints(self.out, cfg.keep_checkpoints)
+        # what would otherwise fail late, or with a message pointing elsewhere, checked before a model loads
+        check_output_dir(self.out)
+        train_examples, val_examples = load_examples(cfg, task)
+        if cfg.resume:
+            self.checkpoints.check_resumable(to_dict(cfg))
         if model is None:
             model, tokenizer = load_policy(cfg.model, cfg.task.name, cfg.task.kwargs)
         model = add_lora(model, cfg.model)
@@ -95,9 +114,9 @@ class Trainer(CheckpointMixin):
         if a.kl_coef > 0:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.engine = make_engine(cfg.rollout.engine, model, tokenizer, **self._engine_kwargs())
-        # the examples were loaded by _preflight; the prompt-length policy needs the tokenizer
-        self.train_examples = self._limit_prompts(self.train_examples, "train")
-        self.val_examples = self._limit_prompts(self.val_examples, cfg.eval.split)
+        # the prompt-length policy needs the tokenizer
+        self.train_examples = self._limit_prompts(train_examples, "train")
+        self.val_examples = self._limit_prompts(val_examples, cfg.eval.split)
         if not self.train_examples:
             raise ConfigError(f"task {cfg.task.name!r}: every training prompt is longer than "
                               f"rollout.max_prompt_tokens={cfg.rollout.max_prompt_tokens}")
@@ -107,10 +126,56 @@ class Trainer(CheckpointMixin):
         self.best = {"accuracy": -1.0, "step": -1, "rollouts": 0, "train_time": 0.0}
         self.nan_skips = 0
         self.consecutive_skips = 0
-        resumed = self._maybe_resume() if cfg.resume else None
+        resumed = self._resume() if cfg.resume else None
         log = cfg.log
         self.writer = MetricsWriter(self.out, tensorboard=log.tensorboard, wandb=log.wandb,
                                     wandb_project=log.wandb_project, config=to_dict(cfg), resume_step=resumed)
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs besides the weights: optimizer, scheduler, SFPO, switch, counters, RNGs."""
+        return {"step": self.step, "rollouts": self.rollouts, "train_time": self.train_time, "best": self.best,
+                "nan_skips": self.nan_skips, "consecutive_skips": self.consecutive_skips,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "update": self.update.state_dict(), "switch": self.switch.state_dict(),
+                "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(), "config": to_dict(self.cfg)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self._follow_config_lr(state["config"])
+        self.update.load_state_dict(state["update"])
+        self.switch.load_state_dict(state["switch"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        self.step, self.rollouts, self.train_time = state["step"], state["rollouts"], state["train_time"]
+        self.best, self.nan_skips = state["best"], state["nan_skips"]
+        self.consecutive_skips = state.get("consecutive_skips", 0)  # absent from checkpoints of older versions
+
+    def save_checkpoint(self) -> Path:
+        """A resumable checkpoint of the current step (HF model folder + trainer_state.pt)."""
+        return self.checkpoints.save(self.step, self.model, self.tokenizer, self.state_dict())
+
+    def _resume(self) -> int | None:
+        found = self.checkpoints.load_latest(self.model, self.device)
+        if found is None:
+            return None
+        path, state = found
+        self.load_state_dict(state)
+        logger.info("resumed from %s (step %d, %d rollouts)", path, self.step, self.rollouts)
+        return self.step
+
+    def _follow_config_lr(self, saved: dict[str, Any]) -> None:
+        """Optimizer and scheduler state carry the checkpoint's LR; a resume with another optim.lr (as after a run
+        stopped on exploding updates) continues with the configured one."""
+        old, new = saved["optim"]["lr"], self.cfg.optim.lr
+        if old == new:
+            return
+        logger.warning("optim.lr is %g, the checkpoint was trained with %g: continuing with %g", new, old, new)
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        self.scheduler.base_lrs = [new] * len(self.optimizer.param_groups)
+        for g in self.optimizer.param_groups:
+            g["initial_lr"], g["lr"] = new, new * factor
 
     # ---------------------------------------------------------------------------------------- the loop
     def train(self) -> dict[str, Any]:
@@ -436,7 +501,7 @@ class Trainer(CheckpointMixin):
         if res.avg_at_k > self.best["accuracy"]:
             self.best = {"accuracy": res.avg_at_k, "step": self.step, "rollouts": self.rollouts,
                          "train_time": self.train_time}
-            self._save_model(self.out / "best")
+            self.checkpoints.save_model(self.out / "best", self.model, self.tokenizer)
         metrics["time/eval"] = time.perf_counter() - t0
         metrics["val/best_accuracy"] = self.best["accuracy"]
         return metrics
@@ -452,10 +517,10 @@ class Trainer(CheckpointMixin):
         out = {"test/final_accuracy": evaluate(self.engine, self.task, examples, **kw).avg_at_k}
         best_dir = self.out / "best"
         if best_dir.exists():
-            self._load_model_weights(best_dir)
+            load_weights(self.model, best_dir, self.device)
             self.engine.sync_weights(self.model)
             out["test/best_accuracy"] = evaluate(self.engine, self.task, examples, **kw).avg_at_k
-            self._load_model_weights(final)
+            load_weights(self.model, final, self.device)
             self.engine.sync_weights(self.model)
         return out
 
