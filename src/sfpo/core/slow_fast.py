@@ -11,6 +11,8 @@ With SGD of step η the whole step reads (the paper's unified form)
 
     θ^{s+1} = θ^{s,0} − η [ α Σ_{k<K} ∇L(θ^{s,k}) + ∇L(θ̃) ],   θ̃ = θ^{s,0} + α (θ^{s,K} − θ^{s,0}).
 
+The same step in a few lines, without what a real run needs beside it: ``sfpo.core.reference.sfpo_step``.
+
 Two ways to drive it:
 - ``update.step(base_pass)`` runs a whole training step;
 - ``begin(active)`` / ``record_pass(loss)`` / ``end()`` let a framework whose loop owns the passes (TRL) report
