@@ -19,8 +19,10 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path, help="the JSON file to write")
     p.add_argument("--budget-s", type=float, default=150.0)
+    p.add_argument("--work", type=Path, default=None, help="scratch for the runs (default: a new temp dir)")
     p.add_argument("--stages", default="2,3")
     p.add_argument("--cpu", action="store_true", help="DeepSpeed's CPU accelerator instead (minutes; how this "
                                                       "script was tried without a GPU)")
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     stages = [int(s) for s in args.stages.split(",")]
     result = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
               "deepspeed": deepspeed.__version__, "bf16": True, "scenarios": SCENARIOS.split(","), "stages": {}}
-    work = args.out.parent / (args.out.stem + "_work")
+    work = args.work or Path(tempfile.mkdtemp(prefix="sfpo_zero_"))
     for i, stage in enumerate(stages):
         left = args.budget_s - (time.perf_counter() - t0)
         if left < 20:
@@ -101,6 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["stages"][f"zero{stage}"] = run_stage(stage, work / f"zero{stage}", left / (len(stages) - i))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))  # a stage's verdict survives a later kill
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
     result["ok"] = all(s["ok"] for s in result["stages"].values())
     result["total_s"] = time.perf_counter() - t0
     args.out.write_text(json.dumps(result, indent=2))
