@@ -6,11 +6,14 @@
 # source archive (it ships no wheel) as pure Python with DS_BUILD_OPS=0 (no op is compiled; SFPOTrainer under
 # ZeRO uses torch's AdamW), checks the total stays under the 64 MiB that travels with a command, and prints the
 # one command line to run there. Needs pip and network here; nothing of the GPU machine.
-#     bash benchmarks/gpu/wheelhouse.sh            # ≈30 s; prints the size and the command
+#     bash benchmarks/gpu/wheelhouse.sh            # seconds; prints the size and the command
+# WHEEL_PYTHON=3.11 WHEEL_DIR=/tmp/wh311 builds the same set for another Python: how its completeness was checked
+# here, in a Python 3.11 venv holding only the GPU image's packages (no 3.12 torch can be installed here).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
-WH=.whl
+WH=${WHEEL_DIR:-.whl}
+PYV=${WHEEL_PYTHON:-3.12}
 LIMIT_MIB=64
 
 # name==version, each with why it is missing there. Versions are the ones this project tests (pyproject.toml).
@@ -21,14 +24,14 @@ WHEELS=(
   multiprocess==0.70.19      # datasets
   hjson==3.1.0               # DeepSpeed's config reader
   pydantic==2.14.4           # DeepSpeed's config models
-  pydantic_core==2.50.5      # pydantic (compiled: cp312 manylinux)
+  pydantic_core==2.50.5      # pydantic (compiled: a wheel per Python version)
   annotated_types==0.8.0     # pydantic
   typing_inspection==0.4.5   # pydantic
 )
 DEEPSPEED=deepspeed==0.19.8  # source archive only: built below
 
 rm -rf "$WH" && mkdir -p "$WH"
-"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
+"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYV" --implementation cp --abi "cp${PYV/./}" \
   --abi abi3 --abi none --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform any -d "$WH" "${WHEELS[@]}"
 # DeepSpeed's setup.py imports torch to decide which ops to build; with DS_BUILD_OPS=0 it builds none, so the

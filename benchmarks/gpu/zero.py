@@ -57,7 +57,8 @@ def judge(r: dict) -> dict:
 def run_stage(stage: int, work: Path, timeout_s: float) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     result_json, log = work / "result.json", work / "worker.log"
-    env = {**os.environ, "MASTER_PORT": str(20000 + random.randrange(20000)),
+    # deterministic cuBLAS (the worker turns on torch's deterministic algorithms when it runs on CUDA)
+    env = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8", **os.environ, "MASTER_PORT": str(20000 + random.randrange(20000)),
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     t0 = time.perf_counter()
     with log.open("w") as f:
