@@ -45,8 +45,8 @@ NATIVE_ORDER = ["bf16", "bf16+ckpt+chunk", "bf16+ckpt", "fp32"]
 VERL_REASONS = [
     "verl 0.9.1 requires transformers>=5.5.3,<5.11; the GPU machine has 5.17 and carrying another transformers "
     "would change what parts (a)-(c) measure",
-    "Ray (a verl requirement, imported by its workers and main_ppo) ships a 79 MB wheel for cp312 manylinux "
-    "(ray 2.60.0), over the 64 MiB that travels with a command",
+    "Ray ships a 79 MB wheel for cp312 manylinux (ray 2.60.0), over the 64 MiB that travels with a command, and "
+    "`import verl` imports it (verl/protocol.py), so even the worker contract, which starts no Ray actor, needs it",
     "vLLM (main_ppo's rollout) is not on the machine and its CUDA wheel is hundreds of MB",
     "tensordict (a verl requirement) is compiled and not on the machine",
 ]
