@@ -156,3 +156,33 @@ def test_zero_part_runs_its_worker_end_to_end_on_deepspeeds_cpu_accelerator(tmp_
     stage = json.loads(out.read_text())["stages"]["zero2"]
     assert stage["verdict"] == "PASS (bit-identical)", stage
     assert stage["repositions"] == 1 and stage["anchor_numel"] == stage["param_numel"] > 0
+
+
+def test_on_cuda_each_part_gets_its_share_and_unused_time_passes_on(tmp_path, monkeypatch):
+    """The CUDA branch without a GPU: parts are started with the commands and deadlines a GPU run would get."""
+    import torch
+
+    run_all = load("run_all")
+    calls = []
+
+    def fake_run_part(name, argv, out_json, work, timeout_s, env):
+        calls.append((name, round(timeout_s), argv))
+        work.mkdir(parents=True)
+        (work / "log.txt").write_text("fake\n")
+        body = {"native": {"runs": [], "sfpo_over_grpo": {}}, "equivalence": {}, "zero": {"stages": {}}}[name]
+        return {**body, "ok": True, "part": {"seconds": 0.0, "exit_status": 0, "command": argv[1:]}}
+
+    monkeypatch.setattr(run_all, "run_part", fake_run_part)
+    monkeypatch.setattr(run_all, "machine", lambda: {"gpu": "fake", "torch": torch.__version__, "transformers": "-",
+                                                     "trl": None, "deepspeed": None, "date": "-"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    summary = run_all.main([str(tmp_path / "out"), "--budget-s", "480", "--work", str(tmp_path / "work")])
+    # native may use half the budget; nothing was used, so equivalence may use all but zero's 30%, zero the rest
+    assert [(name, seconds) for name, seconds, _ in calls] == [("native", 240), ("equivalence", 336), ("zero", 480)]
+    native, equivalence, zero = (argv for _, _, argv in calls)
+    variants = native[native.index("--variants") + 1].split(",")
+    assert variants[0] == "bf16" and variants[-1] == "fp32" and "--tiny" not in native and "--prompts" in native
+    assert equivalence[equivalence.index("--device") + 1] == "cuda" and "--tiny" not in equivalence
+    assert zero[zero.index("--budget-s") + 1] == "470"
+    assert {k: v["status"] for k, v in summary["parts"].items()} == {"native": "ok", "equivalence": "ok",
+                                                                     "zero": "ok", "verl": "skipped"}
