@@ -186,3 +186,17 @@ def test_on_cuda_each_part_gets_its_share_and_unused_time_passes_on(tmp_path, mo
     assert zero[zero.index("--budget-s") + 1] == "470"
     assert {k: v["status"] for k, v in summary["parts"].items()} == {"native": "ok", "equivalence": "ok",
                                                                      "zero": "ok", "verl": "skipped"}
+
+
+def test_equivalence_without_trl_checks_the_native_trainer_and_says_why_not_trl(tmp_path):
+    """A GPU machine without the carried wheels: the native half still runs, TRL's is skipped with the reason."""
+    from test_gpu_check import RUNNER  # runs a script with the named packages made unimportable
+
+    out = tmp_path / "equivalence.json"
+    proc = subprocess.run([sys.executable, "-c", RUNNER, "trl,deepspeed,datasets", str(GPU / "equivalence.py"),
+                           str(out), "--device", "cpu", "--tiny"], env=env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["ok"] is True and result["trl"]["skipped"].startswith("trl not installed")
+    assert {c["verdict"] for c in result["native"]["checks"].values()} == {"bit-identical"}
