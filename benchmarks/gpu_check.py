@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> dict:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
             last_cost = time.perf_counter() - t0
+            # the runs so far, in case this process is killed before the end (benchmarks/gpu/run_all.py's deadline)
+            (args.out / "gpu_check.json").write_text(json.dumps({"gpu": gpu, "partial": True, "shape": shape,
+                                                                 "runs": runs}, indent=2))
     for r in runs:
         if "update_tflops_per_s" in r and peak:
             r["update_mfu"] = r["update_tflops_per_s"] / peak

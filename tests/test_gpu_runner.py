@@ -200,3 +200,16 @@ def test_equivalence_without_trl_checks_the_native_trainer_and_says_why_not_trl(
     result = json.loads(out.read_text())
     assert result["ok"] is True and result["trl"]["skipped"].startswith("trl not installed")
     assert {c["verdict"] for c in result["native"]["checks"].values()} == {"bit-identical"}
+
+
+def test_a_native_part_cut_short_keeps_the_runs_it_finished(tmp_path):
+    """gpu_check.py writes its JSON after every run; the deadline keeps those and says it struck."""
+    run_all = load("run_all")
+    work = tmp_path / "work"
+    code = (f"import json, pathlib, time; pathlib.Path({str(work)!r}, 'gpu_check.json').write_text("
+            "json.dumps({'partial': True, 'runs': [{'variant': 'bf16', 'algorithm': 'grpo', 'time/step': 1.0}]})); "
+            "time.sleep(60)")
+    result = run_all.run_part("native", [sys.executable, "-c", code], tmp_path / "native.json", work, 3.0, env())
+    assert result["partial"] is True and result["runs"][0]["time/step"] == 1.0
+    assert result["error"].startswith("timeout") and run_all.status(result) == "FAIL"
+    assert run_all.headline("native", result).startswith("ERROR timeout")

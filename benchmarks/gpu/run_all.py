@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,7 @@ class Part:
     name: str
     needs_cuda: bool
     share: float  # of the whole budget on a GPU; unused time passes to the parts after it
-    command: callable  # (args, out_json, work, seconds) -> argv, or None for a part that is never run here
+    command: Callable[..., list[str]] | None  # (args, out_json, work, seconds) -> argv; None: never run here
 
 
 def native_command(args, out_json: Path, work: Path, seconds: float) -> list[str]:
@@ -138,6 +139,8 @@ def machine() -> dict:
                                         timeout=10).stdout.strip() or None
     except OSError:
         info["commit"] = None
+    # a copy of the working tree without .git (a lent machine's): the command line carries it (wheelhouse.sh)
+    info["commit"] = info["commit"] or os.environ.get("SFPO_COMMIT")
     for pkg in ("trl", "deepspeed", "datasets", "accelerate", "peft"):
         try:
             from importlib.metadata import version

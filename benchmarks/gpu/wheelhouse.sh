@@ -50,5 +50,8 @@ echo "wheelhouse: $n wheels, $mib MiB (limit $LIMIT_MIB MiB with the working tre
 awk -v b="$bytes" -v l="$LIMIT_MIB" 'BEGIN { exit !(b < l * 1048576) }' || { echo "too large" >&2; exit 1; }
 echo
 echo "On the GPU machine (carry: $WH), from the repository root:"
+# the copy there has no .git: the commit (and whether the tree differs from it) travels on the command line
+commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD 2>/dev/null || commit="$commit+changes"
 echo "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site" \
-     "$WH/*.whl && PYTHONPATH=/tmp/site bash benchmarks/gpu/run_all.sh \$OUT"
+     "$WH/*.whl && PYTHONPATH=/tmp/site SFPO_COMMIT=$commit bash benchmarks/gpu/run_all.sh \$OUT"
