@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     t0 = time.perf_counter()
     stages = [int(s) for s in args.stages.split(",")]
-    result = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
-              "deepspeed": deepspeed.__version__, "bf16": True, "scenarios": SCENARIOS.split(","), "stages": {}}
+    result = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+              "torch": torch.__version__, "deepspeed": deepspeed.__version__, "bf16": True,
+              "scenarios": SCENARIOS.split(","), "stages": {}}
     work = args.work or Path(tempfile.mkdtemp(prefix="sfpo_zero_"))
     for i, stage in enumerate(stages):
         left = args.budget_s - (time.perf_counter() - t0)
