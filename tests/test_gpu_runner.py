@@ -127,6 +127,7 @@ def test_equivalence_verdict(diff, noise, expected):
 
 
 def worker_result(alpha_one=0.0, no_reposition=1e-2, formula=5e-8, module_vs_master=0.0):
+    """What deepspeed_worker.py writes for the scenarios alpha_one, alpha_zero and reposition."""
     return {"alpha_one": {"diff": alpha_one}, "alpha_zero": {"diff": 0.0},
             "reposition": {"diff_manual": 0.0, "module_vs_master": [module_vs_master], "formula_rel_err": formula,
                            "diff_no_reposition": no_reposition, "repositions": 1, "zero": "Z",
@@ -145,15 +146,22 @@ def test_zero_verdict(kwargs, verdict):
     assert load("zero").judge(worker_result(**kwargs))["verdict"] == verdict
 
 
+@pytest.mark.parametrize("diffs, verdict", [({"3": 0.0, "11": 0.0}, "PASS (bit-identical)"),
+                                            ({"3": 0.0, "11": 2e-4}, "FAIL")])
+def test_zero_resume_verdict(diffs, verdict):
+    judged = load("zero").judge({"resume": {"diffs": diffs, "files": []}})
+    assert judged["verdict"] == verdict and set(judged["diffs"]) == {"resume_at_3", "resume_at_11"}
+
+
 def test_zero_part_runs_its_worker_end_to_end_on_deepspeeds_cpu_accelerator(tmp_path):
     pytest.importorskip("deepspeed")
     pytest.importorskip("trl")
     out = tmp_path / "zero.json"
-    proc = subprocess.run([sys.executable, str(GPU / "zero.py"), str(out), "--cpu", "--stages", "2",
+    proc = subprocess.run([sys.executable, str(GPU / "zero.py"), str(out), "--cpu", "--checks", "zero2",
                            "--budget-s", "150", "--work", str(tmp_path / "work")], env=env(), capture_output=True,
                           text=True, timeout=200)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    stage = json.loads(out.read_text())["stages"]["zero2"]
+    stage = json.loads(out.read_text())["checks"]["zero2"]
     assert stage["verdict"] == "PASS (bit-identical)", stage
     assert stage["repositions"] == 1 and stage["anchor_numel"] == stage["param_numel"] > 0
 
@@ -169,7 +177,7 @@ def test_on_cuda_each_part_gets_its_share_and_unused_time_passes_on(tmp_path, mo
         calls.append((name, round(timeout_s), argv))
         work.mkdir(parents=True)
         (work / "log.txt").write_text("fake\n")
-        body = {"native": {"runs": [], "sfpo_over_grpo": {}}, "equivalence": {}, "zero": {"stages": {}}}[name]
+        body = {"native": {"runs": [], "sfpo_over_grpo": {}}, "equivalence": {}, "zero": {"checks": {}}}[name]
         return {**body, "ok": True, "part": {"seconds": 0.0, "exit_status": 0, "command": argv[1:]}}
 
     monkeypatch.setattr(run_all, "run_part", fake_run_part)

@@ -8,7 +8,7 @@ written into the output folder the moment it ends, so a run cut short still retu
   equivalence  SFPO α=0 ≡ GRPO and α=1 ≡ GRPO-(K+1), native trainer and TRL's SFPOTrainer, deterministic CUDA
                (benchmarks/gpu/equivalence.py)
   zero         SFPOTrainer under DeepSpeed ZeRO-2 and ZeRO-3, bf16, reposition exactness on the fp32 masters
-               (benchmarks/gpu/zero.py)
+               and resume from ZeRO-3 checkpoints if a minute is left (benchmarks/gpu/zero.py)
   verl         not run: what it would need that such a machine cannot have, with the reason
 
     bash benchmarks/gpu/run_all.sh OUT                    # on the GPU (wheels: benchmarks/gpu/wheelhouse.sh)
@@ -170,7 +170,7 @@ def headline(name: str, r: dict) -> str:
         return "; ".join(f"{k}: " + (", ".join(c["verdict"] for c in v["checks"].values()) if "checks" in v
                                      else v.get("skipped", "?")) for k, v in r.items() if k in ("native", "trl"))
     if name == "zero":
-        return "; ".join(f"{k}: {v['verdict']}" for k, v in r.get("stages", {}).items())
+        return "; ".join(f"{k}: {v['verdict']}" for k, v in r.get("checks", {}).items())
     return ""
 
 
