@@ -3,7 +3,8 @@
 Builds a Qwen2.5-0.5B-shaped Qwen2 from a config (random init; no download) with a locally built 151,936-token
 word-level tokenizer, and runs GRPO and SFPO (K=3, α=0.8) steps through ``sfpo.trainer.Trainer`` at a scaled-down
 paper shape (64 prompts × 8 responses × 512 new tokens, 4 mini-batches, token-budget micro-batches) in each of:
-fp32 (TF32 matmuls), bf16 mixed precision, bf16 mixed precision + activation checkpointing. Prints per-phase step
+fp32 (TF32 matmuls), bf16 mixed precision, bf16 mixed precision + activation checkpointing, and that with the
+chunked log-prob head where the config has ``model.head_chunk_tokens``. Prints per-phase step
 times, peak GPU memory, update-phase MFU against the GPU's bf16 dense peak and the SFPO/GRPO step-time ratio,
 then ONE JSON line; writes gpu_check.json and gpu_check.txt into the folder given.
 
@@ -19,6 +20,7 @@ The first step of every run is warm-up (CUDA kernels, allocator); the table repo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import gc
 import hashlib
@@ -34,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
-from sfpo.config import load_config  # noqa: E402
+from sfpo.config import ModelConfig, load_config  # noqa: E402
 from sfpo.tasks.base import Example  # noqa: E402
 from sfpo.trainer import Trainer  # noqa: E402
 
@@ -54,6 +56,12 @@ TINY_SHAPE = dict(prompts=4, group=2, new_tokens=8, prompt_tokens=12, micro_batc
 VARIANTS = {"fp32": dict(mixed_precision="none", checkpointing=False),
             "bf16": dict(mixed_precision="bf16", checkpointing=False),
             "bf16+ckpt": dict(mixed_precision="bf16", checkpointing=True)}
+# the chunked log-prob head, measured where this checkout's config has it (read from ModelConfig at run time, so
+# this script runs on checkouts from before it too)
+HEAD_CHUNK_TOKENS = 1024
+if "head_chunk_tokens" in {f.name for f in dataclasses.fields(ModelConfig)}:
+    VARIANTS["bf16+ckpt+chunk"] = dict(mixed_precision="bf16", checkpointing=True,
+                                       extra=[f"model.head_chunk_tokens={HEAD_CHUNK_TOKENS}"])
 PHASES = ["time/rollout", "time/reward", "time/old_logprobs", "time/update", "time/step"]
 
 
@@ -140,6 +148,7 @@ def run_one(variant: str, algo: str, args, shape: dict, model_cfg: dict, out: Pa
         "optim.lr=1e-6", "optim.weight_decay=0.01", "optim.mini_batches=4",
         f"optim.micro_batch_tokens={shape['micro_batch_tokens']}",
         "eval.every=0", "eval.num_prompts=1", "log.progress=false", "log.plot=false", "log.tensorboard=false",
+        *v.get("extra", []),
     ]
     trainer = Trainer(load_config(None, overrides), model=model, tokenizer=tok, task=task)
     steps = []
@@ -221,6 +230,9 @@ def main(argv: list[str] | None = None) -> dict:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
             last_cost = time.perf_counter() - t0
+            # the runs so far, in case this process is killed before the end (benchmarks/gpu/run_all.py's deadline)
+            (args.out / "gpu_check.json").write_text(json.dumps({"gpu": gpu, "partial": True, "shape": shape,
+                                                                 "runs": runs}, indent=2))
     for r in runs:
         if "update_tflops_per_s" in r and peak:
             r["update_mfu"] = r["update_tflops_per_s"] / peak
@@ -236,16 +248,16 @@ def main(argv: list[str] | None = None) -> dict:
     lines = [f"gpu_check: {gpu} | torch {torch.__version__} | transformers {transformers.__version__} | "
              f"model {runs[0].get('params', 0) / 1e6:.1f}M params (random init) | {shape['prompts']} prompts × "
              f"{shape['group']} × {shape['new_tokens']} new tokens | bf16 peak {peak} TFLOP/s",
-             f"{'run':<16}{'rollout':>9}{'old_lp':>8}{'update':>9}{'step':>9}{'warmup':>8}{'peak GB':>9}"
+             f"{'run':<21}{'rollout':>9}{'old_lp':>8}{'update':>9}{'step':>9}{'warmup':>8}{'peak GB':>9}"
              f"{'TFLOP/s':>9}{'MFU':>7}{'pad':>6}"]
     for r in runs:
         name = f"{r['variant']} {r['algorithm']}"
         if "time/step" not in r:
-            lines.append(f"{name:<16} {r.get('skipped') or r.get('error')}")
+            lines.append(f"{name:<21} {r.get('skipped') or r.get('error')}")
             continue
         mfu = f"{100 * r['update_mfu']:.1f}%" if "update_mfu" in r else "-"
         gb = f"{r['peak_gpu_gb']:.1f}" if "peak_gpu_gb" in r else f"{r['peak_rss_gb']:.1f}*"
-        lines.append(f"{name:<16}{r['time/rollout']:>9.2f}{r['time/old_logprobs']:>8.2f}{r['time/update']:>9.2f}"
+        lines.append(f"{name:<21}{r['time/rollout']:>9.2f}{r['time/old_logprobs']:>8.2f}{r['time/update']:>9.2f}"
                      f"{r['time/step']:>9.2f}{r['warmup_step_s']:>8.1f}{gb:>9}{r['update_tflops_per_s']:>9.3g}"
                      f"{mfu:>7}{r['padding_frac']:>6.2f}")
     lines.append("seconds per step (last step; warmup = the first); peak GB = torch.cuda.max_memory_allocated "

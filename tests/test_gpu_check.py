@@ -36,7 +36,8 @@ def test_gpu_check_rehearsal_on_cpu_without_optional_packages(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run([sys.executable, "-c", RUNNER, ",".join(BLOCKED), str(ROOT / "benchmarks" / "gpu_check.py"),
-                           str(out), "--device", "cpu", "--tiny", "--steps", "1"],
+                           str(out), "--device", "cpu", "--tiny", "--steps", "1",
+                           "--variants", "fp32,bf16,bf16+ckpt"],  # the chunked head's variant: tests/test_gpu_runner
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = json.loads(proc.stdout.strip().splitlines()[-1])  # the one JSON line ends the output
