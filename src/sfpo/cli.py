@@ -85,7 +85,7 @@ def _demo(args: argparse.Namespace) -> int:
     res = run_demo(args.output_dir, quick=args.quick, overrides=args.overrides)
     print()
     print(format_table(res))
-    print(f"\nplot: {res['plot']}\nlogs: {res['logs']}/{{grpo,sfpo}}/metrics.jsonl (TensorBoard: "
+    print(f"\nplot: {res['plot']}\nlogs: {res['logs']}/{{grpo,grpo_4passes,sfpo_noswitch}}/metrics.jsonl (TensorBoard: "
           f"tensorboard --logdir {res['logs']}); took {res['total_s']:.0f} s")
     print(summary_json(res))
     return 0
@@ -112,10 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_args(e)
     e.set_defaults(fn=_eval)
-    d = sub.add_parser("demo", help="GRPO vs SFPO on the CPU testbed, in minutes")
-    d.add_argument("--quick", action="store_true", help="a ~3-minute smoke run")
+    d = sub.add_parser("demo", help="GRPO, GRPO-4 and SFPO on the CPU testbed, ≈10 min on 2 cores")
+    d.add_argument("--quick", action="store_true", help="a smoke run of a minute or two")
     d.add_argument("--output-dir", default="runs/demo")
-    d.add_argument("overrides", nargs="*", help="config overrides applied to both runs")
+    d.add_argument("overrides", nargs="*", help="config overrides applied to all three runs")
     d.set_defaults(fn=_demo)
     return p
 
