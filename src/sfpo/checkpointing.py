@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from sfpo.config import ConfigError, to_dict
-from sfpo.policy import PolicyLoadError, check_weight_files, nonfinite_params
+from sfpo.policy import PolicyLoadError, check_weight_files, deepspeed_unimported, nonfinite_params
 
 __all__ = ["CheckpointError", "CheckpointMixin", "check_output_dir", "tensor_count"]
 
@@ -79,7 +79,8 @@ class CheckpointMixin:
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            self.model.save_pretrained(tmp)
+            with deepspeed_unimported():
+                self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
         except (OSError, RuntimeError, SafetensorError) as e:  # a full disk: keep what `path` held
             error = self._write_error(path, e)  # before the cleanup frees the space again

@@ -233,9 +233,12 @@ def warm_start(task_name: str = "arithmetic", task_kwargs: dict | None = None, *
     record.update(settings=json.loads(key_src), seconds=round(time.perf_counter() - t0, 1))
 
     # written whole into a sibling folder, then renamed: an interrupted run never leaves a half cache behind
+    from sfpo.policy import deepspeed_unimported
+
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
-        model.save_pretrained(tmp)
+        with deepspeed_unimported():
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "sfpo_testbed.json").write_text(json.dumps(record, indent=1, sort_keys=True))
         if not (path / "config.json").exists():  # else another process finished first: keep its copy
