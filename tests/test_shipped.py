@@ -1,0 +1,32 @@
+"""Shipped configs by name and the version, as the CLI offers them (tests/test_package.py runs them from a wheel)."""
+
+from pathlib import Path
+
+import pytest
+
+from sfpo.cli import main
+from sfpo.shipped import CONFIGS_DIR, config_names, resolve_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_shipped_yaml_has_a_name_and_names_resolve_like_paths():
+    names = config_names()
+    assert len(names) == len(list((ROOT / "configs").rglob("*.yaml")))  # in a checkout: configs/ itself
+    assert CONFIGS_DIR == ROOT / "configs"
+    assert names["sfpo_arithmetic"] == ROOT / "configs" / "sfpo_arithmetic.yaml"
+    assert resolve_config("paper/sfpo_qwen2.5-math-1.5b") == ROOT / "configs" / "paper" / "sfpo_qwen2.5-math-1.5b.yaml"
+    assert resolve_config("demo.yaml") == resolve_config("configs/demo.yaml").resolve() == names["demo"]
+    with pytest.raises(FileNotFoundError, match="--list-configs"):
+        resolve_config("no_such_config")
+
+
+def test_cli_lists_configs_shows_version_and_refuses_an_unknown_name(capsys):
+    assert main(["train", "--list-configs"]) == 0
+    out = capsys.readouterr().out
+    assert "  sfpo_arithmetic\n" in out and "  paper/grpo_qwen2.5-math-1.5b\n" in out
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("sfpo ")
+    assert main(["train", "no_such_config"]) == 2
+    assert "neither a file nor a shipped config's name" in capsys.readouterr().err
