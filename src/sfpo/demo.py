@@ -243,7 +243,7 @@ def format_table(res: dict) -> str:
                    f"{_f(c['wallclock_ratio'], '{:.2f}')} (above 1: SFPO got there cheaper)")
     out.append(f"One seed, {res['steps']} steps, {res['val_prompts']} validation prompts: a best validation "
                f"accuracy is noisy by up to ±{noise:.3f} (one sd), and the best of {res['steps']} noisy points is "
-               f"biased upward; differences that small need several policies × seeds.")
+               f"biased upward; differences of that size need several policies × seeds.")
     pol = res["policy"] or {}
     out.append(f"All three started from the shipped testbed policy (sha256 {pol['sha256'][:16]}…)"
                if pol.get("shipped") else
