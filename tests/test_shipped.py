@@ -29,7 +29,7 @@ def test_cli_lists_configs_shows_version_and_refuses_an_unknown_name(capsys):
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("sfpo ")
     assert main(["train", "no_such_config"]) == 2
-    assert "neither a file nor a shipped config's name" in capsys.readouterr().err
+    assert "does not exist, and it is not a shipped config's name" in capsys.readouterr().err
 
 
 def test_train_eval_and_demo_leave_deepspeed_trl_and_verl_unimported(tmp_path):

@@ -46,8 +46,8 @@ def resolve_config(name_or_path: str | Path) -> Path:
     key = str(name_or_path).removesuffix(".yaml").removeprefix("configs/")
     if key in names:
         return names[key]
-    raise FileNotFoundError(f"config {name_or_path!r} is neither a file nor a shipped config's name (the names: "
-                            f"sfpo train --list-configs)")
+    raise FileNotFoundError(f"config file {name_or_path} does not exist, and it is not a shipped config's name "
+                            f"either (the names: sfpo train --list-configs)")
 
 
 def version() -> str:
