@@ -37,6 +37,18 @@ def test_the_readmes_reading_of_the_table_still_holds():
     above = {t for t, c in control.items() if "higher" in (c["best_val_diff"], c["test_of_best_diff"])}
     assert above == {"multiplication"}
     assert main["arithmetic"][SFPO]["vs_grpo"]["wallclock_ratio"]["verdict"] == "lower"
+    savings = [m[SFPO]["vs_grpo"]["rollouts_ratio"]["point"] for m in main.values()]
+    assert f"({min(savings):.1f}–{max(savings):.1f}× here)" in README
+
+
+def test_demo_runs_at_the_learning_rate_the_grid_chose():
+    from sfpo.config import load_config
+    from sfpo.demo import DEMO_CONFIG, METHODS
+
+    chosen = load_results()["best_lr"]["arithmetic"]
+    assert set(METHODS) <= set(chosen)
+    assert {chosen[m] for m in METHODS} == {load_config(DEMO_CONFIG).optim.lr} == {3e-5}
+    assert "(3e-5)" in README
 
 
 def test_python_snippet_runs_and_learns(tmp_path):

@@ -7,6 +7,7 @@ tests/test_readme.py checks it). It formats; the statistics are computed by the 
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,12 @@ def results_table(results: dict[str, Any] | None = None) -> str:
             cells = [_cell(run[key][measure], kind) for measure, kind in MEASURES]
             rows.append(f"| {label} | {name} | " + " | ".join(cells) + " |")
     lrs = _best_lrs(results["best_lr"])
-    return "\n".join(rows + [
-        "",
+    return "\n".join(rows + [""] + textwrap.wrap(
         f"SFPO is `{SFPO}` (K=3, α=0.8, entropy switch **off**); GRPO-4 is `grpo_4passes` (GRPO with the same 4 "
         "passes per batch). Ratios are baseline cost ÷ SFPO cost (above 1: SFPO got there cheaper; never: the "
         "median run did not). Paired 95% bootstrap intervals over policies × seeds; *italics*: within noise. "
         f"Each method at its own best learning rate ({lrs}); {results['records']} runs, commit "
-        f"{results['meta']['commit']}."])
+        f"{results['meta']['commit']}.", width=116, break_on_hyphens=False))
 
 
 def control_finding(results: dict[str, Any] | None = None, task: str = "arithmetic") -> str:
