@@ -113,7 +113,8 @@ def test_table_reads_ratios_and_noise_and_warns_on_shared_cores():
         "sharing": {"grpo": {"other_cores": 1.4}, "grpo_4passes": {"other_cores": 0.2},
                     "sfpo_noswitch": {"other_cores": 0.1}}}
     text = format_table(res)
-    assert "SFPO vs GRPO: best validation +0.030; to reach its best, GRPO ÷ SFPO rollouts 1.33, wall-clock 0.55" in text
+    assert ("SFPO vs GRPO: best validation +0.030; to reach its best, GRPO ÷ SFPO rollouts 1.33, wall-clock 0.55"
+            in text)
     assert "SFPO vs GRPO-4: best validation -0.010; to reach its best, GRPO-4 ÷ SFPO rollouts not reached" in text
     assert "noisy by up to ±0.031" in text  # 1 / (2 √256)
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]] for line in text.splitlines()

@@ -52,8 +52,8 @@ def _best_lrs(best_lr: dict[str, dict[str, float]]) -> str:
 def results_table(results: dict[str, Any] | None = None) -> str:
     """Markdown: per task, SFPO against GRPO and GRPO-4 at each method's best lr, with 95% intervals."""
     results = results or load_results()
-    rows = ["| task (policies × seeds) | SFPO vs | rollouts to reach its best | Δ test accuracy (best checkpoint) "
-            "| wall-clock to reach its best |", "|---|---|---|---|---|"]
+    rows = [("| task (policies × seeds) | SFPO vs | rollouts to reach its best | Δ test accuracy (best checkpoint) "
+             "| wall-clock to reach its best |"), "|---|---|---|---|---|"]
     for task, methods in results["main"].items():
         run = methods[SFPO]
         seeds = run["n"] // max(1, len(run["policies"]))
@@ -78,8 +78,8 @@ def control_finding(results: dict[str, Any] | None = None, task: str = "arithmet
     for key, name in BASELINES.items():
         e = run[key]
         said = [f"{what} {_cell(e[m], kind).strip('*')} ({e[m]['verdict']})" for what, m, kind in
-                (("rollouts to reach its best", "rollouts_ratio", "ratio"), ("best validation", "best_val_diff", "diff"),
-                 ("test", "test_of_best_diff", "diff"))]
+                (("rollouts to reach its best", "rollouts_ratio", "ratio"),
+                 ("best validation", "best_val_diff", "diff"), ("test", "test_of_best_diff", "diff"))]
         parts.append(f"vs {name}: " + ", ".join(said))
     seeds = run["n"] // max(1, len(run["policies"]))
     return (f"The grid ({results['records']} runs; {task}, {len(run['policies'])} policies × {seeds} seeds, each "
