@@ -57,6 +57,7 @@ def test_demo_runs_are_like_for_like(demo):
     for m, recs in runs.items():
         assert res["methods"][m]["best_acc"] == max(r["val/accuracy"] for r in recs if "val/accuracy" in r)
         assert sum(1 for r in recs if "rollouts" in r) == 2
+    assert res["evals"] == 3  # steps 0, 1, 2
     assert all(r.get("sfpo/active") == 1.0 for r in runs["sfpo_noswitch"] if "loss" in r)
     assert all("sfpo/active" not in r for r in runs["grpo_4passes"])
 
@@ -102,7 +103,7 @@ def test_table_reads_ratios_and_noise_and_warns_on_shared_cores():
         return {"best_acc": acc, "best_step": 40, "step_s": step_s, "to_grpo_best": to_grpo,
                 "to_grpo_4passes_best": to_g4}
 
-    res = {"start_acc": 0.316, "steps": 60, "val_prompts": 256, "methods": {
+    res = {"start_acc": 0.316, "steps": 60, "val_prompts": 256, "evals": 13, "methods": {
         "grpo": method(0.52, 1.5, {"rollouts": 10240, "time": 60.0}, {"rollouts": None, "time": None}),
         "grpo_4passes": method(0.56, 3.8, {"rollouts": 6400, "time": 90.0}, {"rollouts": 12800, "time": 180.0}),
         "sfpo_noswitch": method(0.55, 3.8, {"rollouts": 7680, "time": 110.0}, {"rollouts": None, "time": None})},
@@ -116,7 +117,7 @@ def test_table_reads_ratios_and_noise_and_warns_on_shared_cores():
     assert ("SFPO vs GRPO: best validation +0.030; to reach its best, GRPO ÷ SFPO rollouts 1.33, wall-clock 0.55"
             in text)
     assert "SFPO vs GRPO-4: best validation -0.010; to reach its best, GRPO-4 ÷ SFPO rollouts not reached" in text
-    assert "noisy by up to ±0.031" in text  # 1 / (2 √256)
+    assert "noisy by up to ±0.031 (one sd), and the best of 13 noisy evaluations" in text  # 1 / (2 √256)
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]] for line in text.splitlines()
             if line.startswith("| ")}
     assert rows["rollouts to reach GRPO-4's best"] == ["not reached", "12800", "not reached"]

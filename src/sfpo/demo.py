@@ -151,7 +151,8 @@ def run_demo(output_dir: str = "runs/demo", quick: bool = False, overrides: list
     settings = demo_settings(cfgs, policy["sha256"])
     result.update({
         "seed": cfgs["grpo"].seed, "steps": cfgs["grpo"].steps, "lr": cfgs["grpo"].optim.lr,
-        "val_prompts": cfgs["grpo"].eval.num_prompts, "total_s": time.perf_counter() - t_start, "plot": str(plot),
+        "val_prompts": cfgs["grpo"].eval.num_prompts,
+        "evals": sum(1 for r in records["grpo"] if r.get("val/accuracy") is not None), "total_s": time.perf_counter() - t_start, "plot": str(plot),
         "logs": str(out), "quick": quick, "policy": policy, "sharing": sharing,
         "cores_shared": any(v["shared"] for v in sharing.values()), "settings": settings})
     result["record"] = record_context(DEMO_RECORD, result)
@@ -242,7 +243,7 @@ def format_table(res: dict) -> str:
                    f"{LABELS[base]} ÷ SFPO rollouts {_f(c['rollouts_ratio'], '{:.2f}')}, wall-clock "
                    f"{_f(c['wallclock_ratio'], '{:.2f}')} (above 1: SFPO got there cheaper)")
     out.append(f"One seed, {res['steps']} steps, {res['val_prompts']} validation prompts: a best validation "
-               f"accuracy is noisy by up to ±{noise:.3f} (one sd), and the best of {res['steps']} noisy points is "
+               f"accuracy is noisy by up to ±{noise:.3f} (one sd), and the best of {res['evals']} noisy evaluations is "
                f"biased upward; differences of that size need several policies × seeds.")
     pol = res["policy"] or {}
     out.append(f"All three started from the shipped testbed policy (sha256 {pol['sha256'][:16]}…)"
