@@ -51,7 +51,7 @@ def resolve_config(name_or_path: str | Path) -> Path:
 
 
 def version() -> str:
-    """The installed distribution's version (the checkout's pyproject when run from source unimported)."""
+    """The installed distribution's version; a checkout on PYTHONPATH that was never installed has none."""
     try:
         return metadata.version("sfpo")
     except metadata.PackageNotFoundError:
