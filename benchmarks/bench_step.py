@@ -47,8 +47,9 @@ def main() -> None:
     trainers = {}
     for name, ov in METHODS.items():
         cfg = load_config(ROOT / "configs" / "demo.yaml",
-                          ov + ["eval.every=0", "log.progress=false", "log.tensorboard=false", "log.plot=false",
-                                "resume=false", f"output_dir={tmp / name}"] + args.overrides)
+                          # threads=0: torch's default, as before configs/demo.yaml pinned the demo to one thread
+                          ov + ["threads=0", "eval.every=0", "log.progress=false", "log.tensorboard=false",
+                                "log.plot=false", "resume=false", f"output_dir={tmp / name}"] + args.overrides)
         trainers[name] = Trainer(cfg)
     times: dict[str, list[dict[str, float]]] = {n: [] for n in METHODS}
     for i in range(args.warmup + args.steps):

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from sfpo.config import ConfigError
-from sfpo.policy import PolicyLoadError, check_weight_files, nonfinite_params
+from sfpo.policy import PolicyLoadError, check_weight_files, deepspeed_unimported, nonfinite_params
 
 __all__ = ["CheckpointError", "Checkpoints", "check_output_dir", "complete_checkpoints", "tensor_count"]
 
@@ -94,7 +94,8 @@ class Checkpoints:
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            model.save_pretrained(tmp)
+            with deepspeed_unimported():
+                model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         except (OSError, RuntimeError, SafetensorError) as e:  # a full disk: keep what `path` held
             error = self._write_error(path, model, e)  # before the cleanup frees the space again

@@ -1,4 +1,6 @@
-"""The ``sfpo`` command: ``train CONFIG [key=value ...]``, ``eval``, ``demo [--quick]``, ``reproduce``.
+"""The ``sfpo`` command: ``train CONFIG [key=value ...]`` (CONFIG a path or a shipped name, ``--list-configs``),
+``eval``, ``demo [--quick]``, ``reproduce``, ``--version``. DeepSpeed, TRL and verl are imported only by the commands
+that use them.
 
 Errors a user can fix (bad config, unknown task, a path that is not a causal LM, a verifier that raises, a
 damaged checkpoint, a full disk, a run stopped after ``max_consecutive_skips`` skipped steps) are printed as one
@@ -52,9 +54,17 @@ def _train(args: argparse.Namespace) -> int:
     if args.help_config:
         print("\n".join(_field_docs(TrainConfig)))
         return 0
+    if args.list_configs:
+        from sfpo.shipped import CONFIGS_DIR, config_names
+
+        print(f"shipped configs ({CONFIGS_DIR}); run one with `sfpo train NAME`:")
+        print("\n".join(f"  {name}" for name in config_names()))
+        return 0
     if args.config is None:
-        raise SystemExit("sfpo train: a CONFIG file is required (see configs/)")
-    cfg = load_config(args.config, args.overrides)
+        raise SystemExit("sfpo train: a CONFIG is required: a YAML path or a shipped name (sfpo train --list-configs)")
+    from sfpo.shipped import resolve_config
+
+    cfg = load_config(resolve_config(args.config), args.overrides)
     summary = Trainer(cfg).train()
     print(json.dumps(summary))
     if summary["nan_skips"]:
@@ -76,7 +86,7 @@ def _demo(args: argparse.Namespace) -> int:
     res = run_demo(args.output_dir, quick=args.quick, overrides=args.overrides)
     print()
     print(format_table(res))
-    print(f"\nplot: {res['plot']}\nlogs: {res['logs']}/{{grpo,sfpo}}/metrics.jsonl (TensorBoard: "
+    print(f"\nplot: {res['plot']}\nlogs: {res['logs']}/{{grpo,grpo_4passes,sfpo_noswitch}}/metrics.jsonl (TensorBoard: "
           f"tensorboard --logdir {res['logs']}); took {res['total_s']:.0f} s")
     print(summary_json(res))
     return 0
@@ -84,12 +94,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sfpo", description="Slow-Fast Policy Optimization for LM reasoning")
+    from sfpo.shipped import version
+
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"sfpo {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a policy with GRPO or SFPO")
-    t.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    t.add_argument("config", nargs="?", help="a YAML path or a shipped config's name (see --list-configs)")
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. algorithm.alpha=0.5")
     t.add_argument("--help-config", action="store_true", help="list every config key with its meaning")
+    t.add_argument("--list-configs", action="store_true", help="list the shipped configs by name")
     t.set_defaults(fn=_train)
     from sfpo.evaluate.cli import EVAL_DESCRIPTION, EVAL_EPILOG, add_eval_args
 
@@ -99,10 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_args(e)
     e.set_defaults(fn=_eval)
-    d = sub.add_parser("demo", help="GRPO vs SFPO on the CPU testbed, in minutes")
-    d.add_argument("--quick", action="store_true", help="a ~3-minute smoke run")
+    d = sub.add_parser("demo", help="GRPO, GRPO-4 and SFPO on the CPU testbed, ≈10 min on 2 cores")
+    d.add_argument("--quick", action="store_true", help="a smoke run of a minute or two")
     d.add_argument("--output-dir", default="runs/demo")
-    d.add_argument("overrides", nargs="*", help="config overrides applied to both runs")
+    d.add_argument("overrides", nargs="*", help="config overrides applied to all three runs")
     d.set_defaults(fn=_demo)
     # listed here for `sfpo --help`; main() hands everything after `reproduce` to the harness's own parser
     sub.add_parser("reproduce", help="run a reproduction grid (resumable) or rebuild its report: "

@@ -1,59 +1,71 @@
-"""``sfpo demo``: GRPO and SFPO on the CPU testbed, same seed and rollout budget, compared in a table and a plot.
+"""``sfpo demo``: GRPO, GRPO with K+1 passes (the control the paper leaves out) and SFPO on the CPU testbed, from
+the shipped policy with the same seed and rollout budget, side by side in a table and a plot.
 
-It starts both methods from the testbed policy that ships with the package (the same bits on every machine),
-prints best validation accuracy, rollouts and wall-clock to reach GRPO's best and per-step time, says whether
-this one seed's difference lies within the published record's per-seed spread, warns when other processes
-shared the cores (wall-clock ratios are then unreliable), writes a PNG, and ends with one JSON line. The
-settings are configs/demo.yaml; ``--quick`` shrinks them for a smoke run.
+The methods and settings are the reproduction grid's (``grpo``, ``grpo_4passes``, ``sfpo_noswitch`` at the lr it
+chose), shortened to 60 steps (configs/demo.yaml). The demo prints best validation accuracy, rollouts and
+wall-clock to reach GRPO's and GRPO-4's best and step times; reads this one seed against a record made with exactly
+its settings (``benchmarks/demo_record.py``), never against another setup; quotes what the grid concluded from
+``results.json``; warns when other processes shared the cores; ends with one JSON line. ``--quick`` is a smoke run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
+from typing import Any
 
-from sfpo.compare import best_point, match_ratios, step_time
-from sfpo.config import load_config
+from sfpo.compare import best_point, first_reach, match_ratios, step_time
+from sfpo.config import load_config, to_dict
 from sfpo.machine import core_sharing, cpu_snapshot
 from sfpo.metrics import read_metrics
-from sfpo.plots import plot_compare
+from sfpo.reproduce.grid import METHODS as GRID_METHODS
+from sfpo.shipped import CONFIGS_DIR, DEMO_RECORD, RESULTS
 
-__all__ = ["run_demo", "DEMO_CONFIG", "DEMO_RECORD", "record_context", "core_sharing"]
+__all__ = ["run_demo", "format_table", "summary_json", "demo_settings", "make_record", "record_context", "core_sharing",
+           "DEMO_CONFIG", "DEMO_RECORD", "METHODS"]
 
 logger = logging.getLogger(__name__)
 
-# configs/ sits at the root of the clone (src/sfpo/demo.py → ../../configs); the README installs editable.
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-QUICK = ["steps=16", "eval.every=4", "eval.num_prompts=128"]  # same warm-start: the cache is shared
-# The published run of the demo's two methods from the shipped policy (lr 1e-4, 3 seeds, 120 steps).
-DEMO_RECORD = Path(__file__).resolve().parents[2] / "docs" / "reproduction" / "record_2026-11-30.json"
+DEMO_CONFIG = CONFIGS_DIR / "demo.yaml"
+# the grid's methods, by its names and with its overrides: SFPO is the one with its entropy switch off
+METHODS = {m: GRID_METHODS[m] for m in ("grpo", "grpo_4passes", "sfpo_noswitch")}
+LABELS = {"grpo": "GRPO", "grpo_4passes": "GRPO-4", "sfpo_noswitch": "SFPO"}
+QUICK = ["steps=8", "eval.every=4", "eval.num_prompts=64"]
+# settings that do not change what a run computes, left out when a run is matched with the record
+NOT_SETTINGS = ("seed", "output_dir", "log", "resume")
 
 
-def record_context(record_path: Path, acc_diff: float | None, rollouts_ratio: float | None) -> dict | None:
-    """This run's SFPO − GRPO best validation accuracy and rollouts ratio against the published record's
-    per-seed values: the record's range, and whether this single seed falls inside it. None without a record."""
-    if not record_path.exists():
-        return None
-    rec = json.loads(record_path.read_text())
-    table = rec["table"]
-    seeds = [str(s) for s in rec["seeds"]]
-    diffs = [table["sfpo"]["best_val"][s] - table["grpo"]["best_val"][s] for s in seeds]
-    ratios = [v for v in rec["rollouts_ratio_vs_grpo"]["per_seed"].values() if v is not None]
+def demo_settings(cfgs: dict[str, Any], policy_sha256: str | None) -> dict[str, Any]:
+    """Everything that decides what the demo's runs compute, flattened (``optim.lr`` → 3e-5), per method, with
+    the starting policy's sha256: two demos are like for like exactly when these are equal (seed aside)."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if not prefix and k in NOT_SETTINGS:
+                continue
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
 
-    def within(v, xs):
-        return None if v is None or not xs else min(xs) <= v <= max(xs)
+    settings = {"policy_sha256": policy_sha256, "methods": {m: flat(to_dict(c)) for m, c in cfgs.items()}}
+    return json.loads(json.dumps(settings))  # as a record stores them (tuples become lists)
 
-    return {"record": str(record_path.name), "seeds": len(seeds),
-            "acc_diff": acc_diff, "record_acc_diff": [min(diffs), max(diffs)],
-            "acc_diff_within": within(acc_diff, diffs),
-            "rollouts_ratio": rollouts_ratio, "record_rollouts_ratio": [min(ratios), max(ratios)] if ratios else None,
-            "rollouts_ratio_within": within(rollouts_ratio, ratios)}
+
+def _settings_diff(a: dict, b: dict) -> list[str]:
+    keys = [] if a["policy_sha256"] == b["policy_sha256"] else ["starting policy"]
+    for m in sorted(set(a["methods"]) | set(b["methods"])):
+        x, y = a["methods"].get(m), b["methods"].get(m)
+        if x is None or y is None:
+            keys.append(f"method {m}")
+            continue
+        keys += [f"{m}: {k}" for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k)]
+    return keys
 
 
 def _start_policy(cfg) -> dict:
-    """Which policy both methods start from: the shipped one (sha256 checked by the tests) or another."""
+    """Which policy every method starts from: the shipped one (sha256 checked by the tests) or another."""
     from sfpo.testbed import SHIPPED_DIR, file_sha256, warm_start
 
     if cfg.model.path is not None:
@@ -65,47 +77,59 @@ def _start_policy(cfg) -> dict:
             "sha256": file_sha256(path / "model.safetensors")}
 
 
+def _reach(records: list[dict], target: float) -> dict:
+    hit = first_reach(records, target)
+    return {"rollouts": hit["rollouts"] if hit else None, "time": hit["time"] if hit else None}
+
+
+def compare_runs(records: dict[str, list[dict]]) -> dict[str, Any]:
+    """Per method: best validation, when, step time, and rollouts/wall-clock to reach GRPO's and GRPO-4's best;
+    SFPO against both as ratios (baseline cost ÷ SFPO cost, the paper's convention)."""
+    best = {m: best_point(r) for m, r in records.items()}
+    out: dict[str, Any] = {"start_acc": next(r["val/accuracy"] for r in records["grpo"]
+                                             if r.get("val/accuracy") is not None), "methods": {}}
+    for m, recs in records.items():
+        out["methods"][m] = {"best_acc": best[m]["acc"], "best_step": best[m]["step"], "step_s": step_time(recs),
+                             "to_grpo_best": _reach(recs, best["grpo"]["acc"]),
+                             "to_grpo_4passes_best": _reach(recs, best["grpo_4passes"]["acc"])}
+    sfpo = records["sfpo_noswitch"]
+    for base in ("grpo", "grpo_4passes"):
+        r = match_ratios(records[base], sfpo)
+        out[f"sfpo_vs_{base}"] = {"rollouts_ratio": r["rollouts_ratio"], "wallclock_ratio": r["wallclock_ratio"],
+                                  "nothing_to_reach": bool(r.get("nothing_to_reach")),
+                                  "best_acc_diff": best["sfpo_noswitch"]["acc"] - best[base]["acc"]}
+    return out
+
+
 def run_demo(output_dir: str = "runs/demo", quick: bool = False, overrides: list[str] | None = None) -> dict:
+    from sfpo.plots import plot_compare
     from sfpo.trainer import Trainer
 
     t_start = time.perf_counter()
     out = Path(output_dir)
-    methods = {"grpo": ["algorithm.name=grpo"], "sfpo": ["algorithm.name=sfpo", "algorithm.inner_steps=3",
-                                                          "algorithm.alpha=0.8"]}
-    records, sharing, policy = {}, {}, None
-    for name, method in methods.items():
-        run_dir = out / name
-        extra = (QUICK if quick else []) + method + (overrides or []) + [f"output_dir={run_dir}"]
-        cfg = load_config(DEMO_CONFIG, extra)
-        policy = policy or _start_policy(cfg)
-        logger.info("demo: training %s for %d steps (%s)", name, cfg.steps, run_dir)
+    cfgs = {m: load_config(DEMO_CONFIG, (QUICK if quick else []) + extra + (overrides or [])
+                           + [f"output_dir={out / m}"]) for m, extra in METHODS.items()}
+    policy = _start_policy(cfgs["grpo"])
+    records, sharing = {}, {}
+    for m, cfg in cfgs.items():
+        logger.info("demo: training %s for %d steps (%s)", m, cfg.steps, cfg.output_dir)
         before = cpu_snapshot()
         Trainer(cfg).train()
-        sharing[name] = core_sharing(before, cpu_snapshot())
-        records[name] = read_metrics(run_dir)
+        sharing[m] = core_sharing(before, cpu_snapshot())
+        records[m] = read_metrics(cfg.output_dir)
 
-    grpo, sfpo = records["grpo"], records["sfpo"]
-    ratios = match_ratios(grpo, sfpo)
-    smoothed = match_ratios(grpo, sfpo, smooth=3)
-    active = [r for r in sfpo if r.get("sfpo/active") == 1.0]
-    g_best, s_best = best_point(grpo), best_point(sfpo)
-    start_acc = next(r["val/accuracy"] for r in grpo if r.get("val/accuracy") is not None)
-    plot = plot_compare({"GRPO": [out / "grpo"], "SFPO (K=3, α=0.8)": [out / "sfpo"]}, out / "demo.png",
-                        reference=g_best["acc"])
-    result = {
-        "start_acc": start_acc, "grpo_best_acc": g_best["acc"], "sfpo_best_acc": s_best["acc"],
-        "grpo_best_step": g_best["step"], "sfpo_best_step": s_best["step"],
-        "grpo_rollouts_to_best": g_best["rollouts"], "sfpo_rollouts_to_grpo_best": ratios["run_rollouts"],
-        "grpo_time_to_best": g_best["time"], "sfpo_time_to_grpo_best": ratios["run_time"],
-        "rollouts_ratio": ratios["rollouts_ratio"], "wallclock_ratio": ratios["wallclock_ratio"],
-        "rollouts_ratio_smoothed": smoothed["rollouts_ratio"], "wallclock_ratio_smoothed": smoothed["wallclock_ratio"],
-        "grpo_step_s": step_time(grpo), "sfpo_step_s": step_time(sfpo),
-        "sfpo_active_step_s": step_time(active) if active else None, "sfpo_active_steps": len(active),
-        "total_s": time.perf_counter() - t_start, "plot": str(plot), "logs": str(out), "quick": quick,
-        "policy": policy, "sharing": sharing, "cores_shared": any(v["shared"] for v in sharing.values()),
-    }
-    acc_diff = s_best["acc"] - g_best["acc"]
-    result["record"] = None if quick else record_context(DEMO_RECORD, acc_diff, ratios["rollouts_ratio"])
+    result = compare_runs(records)
+    grpo_best = result["methods"]["grpo"]["best_acc"]
+    plot = plot_compare({f"{LABELS[m]} ({m})": [out / m] for m in METHODS}, out / "demo.png", reference=grpo_best)
+    settings = demo_settings(cfgs, policy["sha256"])
+    result.update({
+        "seed": cfgs["grpo"].seed, "steps": cfgs["grpo"].steps, "lr": cfgs["grpo"].optim.lr,
+        "val_prompts": cfgs["grpo"].eval.num_prompts,
+        "evals": sum(1 for r in records["grpo"] if r.get("val/accuracy") is not None), "total_s": time.perf_counter() - t_start, "plot": str(plot),
+        "logs": str(out), "quick": quick, "policy": policy, "sharing": sharing,
+        "cores_shared": any(v["shared"] for v in sharing.values()), "settings": settings})
+    result["record"] = record_context(DEMO_RECORD, result)
+    result["grid"] = _grid_finding()
     if result["cores_shared"]:
         logger.warning("demo: other processes kept %s cores busy on average while it ran: step times and "
                        "wall-clock ratios are unreliable (rollout counts are not affected)",
@@ -113,48 +137,94 @@ def run_demo(output_dir: str = "runs/demo", quick: bool = False, overrides: list
     return result
 
 
+def _grid_finding() -> str | None:
+    from sfpo.findings import control_finding
+
+    return control_finding() if RESULTS.exists() else None
+
+
+def record_summary(result: dict) -> dict:
+    """What a record keeps of one demo run: SFPO − each baseline's best validation and the rollouts ratios."""
+    return {"best_acc": {m: v["best_acc"] for m, v in result["methods"].items()},
+            **{k: result[k] for k in ("sfpo_vs_grpo", "sfpo_vs_grpo_4passes")}}
+
+
+def make_record(results: list[dict], meta: dict | None = None) -> dict:
+    """A record (``benchmarks/demo_record.py``) from demo results that differ in their seed only."""
+    settings = results[0]["settings"]
+    for r in results[1:]:
+        if _settings_diff(settings, r["settings"]):
+            raise ValueError(f"demo runs with different settings: {_settings_diff(settings, r['settings'])}")
+    return {"settings": settings, "meta": meta or {}, "runs": {str(r["seed"]): record_summary(r) for r in results}}
+
+
+def record_context(record_path: Path, result: dict) -> dict:
+    """This run against a record made with exactly its settings (seed aside): the record's per-seed range of each
+    SFPO − baseline difference and rollouts ratio, and whether this one seed lies inside. A record made with other
+    settings is not compared with at all (``status``: ``missing`` / ``other settings``, with the differences)."""
+    if not Path(record_path).exists():
+        return {"status": "missing", "record": str(record_path)}
+    rec = json.loads(Path(record_path).read_text())
+    differs = _settings_diff(rec["settings"], result["settings"])
+    if differs:
+        return {"status": "other settings", "record": Path(record_path).name, "differs": differs}
+    runs = rec["runs"]
+    ctx: dict[str, Any] = {"status": "compared", "record": Path(record_path).name, "seeds": sorted(runs, key=int)}
+    for base in ("grpo", "grpo_4passes"):
+        key = f"sfpo_vs_{base}"
+        for measure in ("best_acc_diff", "rollouts_ratio"):
+            xs = [r[key][measure] for r in runs.values() if r[key][measure] is not None]
+            v = result[key][measure]
+            ctx[f"{key}.{measure}"] = {"value": v, "range": [min(xs), max(xs)] if xs else None,
+                                       "within": None if v is None or not xs else min(xs) <= v <= max(xs)}
+    same = runs.get(str(result["seed"]))
+    ctx["same_seed_in_record"] = same is not None
+    ctx["same_seed_matches"] = same is not None and same["best_acc"] == record_summary(result)["best_acc"]
+    return ctx
+
+
+def _f(v, fmt="{:.3f}"):
+    return "not reached" if v is None else fmt.format(v)
+
+
 def format_table(res: dict) -> str:
-    def f(v, fmt="{:.3f}"):
-        return "not reached" if v is None else fmt.format(v)
-
-    rows = [
-        ("", "GRPO", "SFPO (K=3, α=0.8)"),
-        ("validation accuracy at start", f(res["start_acc"]), f(res["start_acc"])),
-        ("best validation accuracy", f(res["grpo_best_acc"]), f(res["sfpo_best_acc"])),
-        ("step of best", str(res["grpo_best_step"]), str(res["sfpo_best_step"])),
-        ("rollouts to reach GRPO's best", f(res["grpo_rollouts_to_best"], "{:.0f}"),
-         f(res["sfpo_rollouts_to_grpo_best"], "{:.0f}")),
-        ("train wall-clock to reach GRPO's best (s)", f(res["grpo_time_to_best"], "{:.1f}"),
-         f(res["sfpo_time_to_grpo_best"], "{:.1f}")),
-        ("median step time (s)", f(res["grpo_step_s"], "{:.2f}"), f(res["sfpo_step_s"], "{:.2f}")),
-        (f"  … while SFPO was on ({res['sfpo_active_steps']} steps)", "", f(res["sfpo_active_step_s"], "{:.2f}")),
-    ]
-    w0 = max(len(r[0]) for r in rows)
-    lines = [f"| {r[0]:<{w0}} | {r[1]:>12} | {r[2]:>18} |" for r in rows]
-    lines.insert(1, f"|{'-' * (w0 + 2)}|{'-' * 14}|{'-' * 20}|")
-    ratio = (f"to reach GRPO's best, GRPO ÷ SFPO: rollouts {f(res['rollouts_ratio'], '{:.2f}')}, "
-             f"wall-clock {f(res['wallclock_ratio'], '{:.2f}')} (above 1 = SFPO got there cheaper); "
-             f"SFPO/GRPO step time {res['sfpo_step_s'] / res['grpo_step_s']:.2f}")
-    smooth = (f"with validation accuracy averaged over 3 evaluations (less noise): rollouts "
-              f"{f(res['rollouts_ratio_smoothed'], '{:.2f}')}, wall-clock {f(res['wallclock_ratio_smoothed'], '{:.2f}')}")
+    ms = res["methods"]
+    cols = list(METHODS)
+    rows = [("", *(f"{LABELS[m]} ({m})" for m in cols)),
+            ("validation accuracy at start", *(_f(res["start_acc"]) for _ in cols)),
+            ("best validation accuracy", *(_f(ms[m]["best_acc"]) for m in cols)),
+            ("step of best", *(str(ms[m]["best_step"]) for m in cols))]
+    for base in ("grpo", "grpo_4passes"):
+        rows.append((f"rollouts to reach {LABELS[base]}'s best", *(_f(ms[m][f"to_{base}_best"]["rollouts"], "{:.0f}")
+                                                                   for m in cols)))
+        rows.append((f"train wall-clock to reach {LABELS[base]}'s best (s)",
+                     *(_f(ms[m][f"to_{base}_best"]["time"], "{:.1f}") for m in cols)))
+    rows.append(("median step time (s)", *(_f(ms[m]["step_s"], "{:.2f}") for m in cols)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    noise = 1 / (2 * math.sqrt(res["val_prompts"]))  # binomial sd at p = 0.5, an upper bound
+    out = lines + [""]
+    for base in ("grpo", "grpo_4passes"):
+        c = res[f"sfpo_vs_{base}"]
+        if c.get("nothing_to_reach"):
+            out.append(f"SFPO vs {LABELS[base]}: best validation {c['best_acc_diff']:+.3f}; {LABELS[base]} never "
+                       f"improved on its start, so there is no cost to reach its best to compare")
+            continue
+        out.append(f"SFPO vs {LABELS[base]}: best validation {c['best_acc_diff']:+.3f}; to reach its best, "
+                   f"{LABELS[base]} ÷ SFPO rollouts {_f(c['rollouts_ratio'], '{:.2f}')}, wall-clock "
+                   f"{_f(c['wallclock_ratio'], '{:.2f}')} (above 1: SFPO got there cheaper)")
+    out.append(f"One seed, {res['steps']} steps, {res['val_prompts']} validation prompts: a best validation "
+               f"accuracy is noisy by up to ±{noise:.3f} (one sd), and the best of {res['evals']} noisy evaluations is "
+               f"biased upward; differences of that size need several policies × seeds.")
     pol = res["policy"] or {}
-    start = (f"both started from the shipped testbed policy (sha256 {pol['sha256'][:16]}…): the same bits on "
-             f"every machine" if pol.get("shipped") else
-             f"both started from {pol.get('path')} (not the shipped policy: results will not match the record)")
-    out = lines + ["", ratio, smooth, "", start]
-    ctx = res.get("record")
-    if ctx:
-        def verdict(w):
-            return "within" if w else "OUTSIDE" if w is not None else "not comparable with"
-
-        out.append(
-            f"one seed, so read it against the published record ({ctx['record']}: {ctx['seeds']} seeds, 120 steps, "
-            f"the same methods and policy): SFPO − GRPO best validation {f(ctx['acc_diff'], '{:+.3f}')} is "
-            f"{verdict(ctx['acc_diff_within'])} the record's per-seed range "
-            f"[{ctx['record_acc_diff'][0]:+.3f}, {ctx['record_acc_diff'][1]:+.3f}]; the rollouts ratio "
-            f"{f(ctx['rollouts_ratio'], '{:.2f}')} is {verdict(ctx['rollouts_ratio_within'])} its range "
-            f"[{ctx['record_rollouts_ratio'][0]:.2f}, {ctx['record_rollouts_ratio'][1]:.2f}]. Differences of this "
-            f"size need several policies × seeds to tell from noise: docs/reproduction.md has the intervals.")
+    out.append(f"All three started from the shipped testbed policy (sha256 {pol['sha256'][:16]}…)"
+               if pol.get("shipped") else
+               f"All three started from {pol.get('path')} (not the shipped policy: not comparable with a record)")
+    out += ["", _record_lines(res.get("record") or {})]
+    if res.get("grid"):
+        out += ["", res["grid"] + " (docs/reproduction.md)"]
     if res.get("cores_shared"):
         out.append("WARNING: other processes shared the cores during this run (on average "
                    + ", ".join(f"{k} {v['other_cores']:.1f}" for k, v in res["sharing"].items())
@@ -163,11 +233,41 @@ def format_table(res: dict) -> str:
     return "\n".join(out)
 
 
+def _record_lines(ctx: dict) -> str:
+    status = ctx.get("status")
+    if status == "missing":
+        return ("No record made with the demo's settings ships with this version (make one: python "
+                "benchmarks/demo_record.py), so this seed is not read against other seeds.")
+    if status == "other settings":
+        shown = ", ".join(ctx["differs"][:4]) + (" …" if len(ctx["differs"]) > 4 else "")
+        return f"Not compared with the record {ctx['record']}: it was made with other settings ({shown})."
+    if status != "compared":
+        return ""
+
+    def say(key, what, fmt):
+        e = ctx[key]
+        if e["range"] is None:
+            return f"{what} {_f(e['value'], fmt)} (the record has none)"
+        verdict = "within" if e["within"] else "OUTSIDE" if e["within"] is not None else "not comparable with"
+        lo, hi = (fmt.format(x) for x in e["range"])
+        return f"{what} {_f(e['value'], fmt)} is {verdict} [{lo}, {hi}]"
+
+    parts = [say(f"sfpo_vs_{b}.best_acc_diff", f"SFPO − {LABELS[b]} best validation", "{:+.3f}") for b in
+             ("grpo", "grpo_4passes")]
+    parts += [say(f"sfpo_vs_{b}.rollouts_ratio", f"rollouts ratio vs {LABELS[b]}", "{:.2f}") for b in
+              ("grpo", "grpo_4passes")]
+    seed = ("; this seed is in the record and " + ("gave the same best accuracies" if ctx["same_seed_matches"]
+                                                  else "gave other best accuracies (another CPU's kernels?)")
+            if ctx["same_seed_in_record"] else "")
+    return (f"Against the record {ctx['record']} (seeds {', '.join(ctx['seeds'])}, exactly these settings), "
+            "per-seed ranges: " + "; ".join(parts) + seed + ".")
+
+
 def summary_json(res: dict) -> str:
-    keys = ("grpo_best_acc", "sfpo_best_acc", "rollouts_ratio", "wallclock_ratio", "grpo_step_s", "sfpo_step_s",
-            "sfpo_active_step_s", "rollouts_ratio_smoothed", "wallclock_ratio_smoothed", "start_acc", "total_s",
-            "quick", "cores_shared", "record")
+    keys = ("start_acc", "methods", "sfpo_vs_grpo", "sfpo_vs_grpo_4passes", "seed", "steps", "lr", "total_s",
+            "quick", "cores_shared")
     out = {k: res[k] for k in keys}
+    out["record"] = (res.get("record") or {}).get("status")
     out["policy_sha256"] = (res.get("policy") or {}).get("sha256")
     out["other_cores"] = {k: v["other_cores"] for k, v in res["sharing"].items()}
     return json.dumps(out)

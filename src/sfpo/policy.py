@@ -7,8 +7,10 @@ entropies of the completion. No optimisation or sampling here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -17,9 +19,32 @@ from sfpo.config import ModelConfig
 from sfpo.core import entropy_from_logits, token_logprobs
 
 __all__ = ["PolicyLoadError", "load_policy", "add_lora", "load_for_eval", "resolve_device", "sequence_logprobs",
-           "check_model_folder", "check_weight_files", "check_finite", "nonfinite_params"]
+           "check_model_folder", "check_weight_files", "check_finite", "nonfinite_params", "deepspeed_unimported"]
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def deepspeed_unimported():
+    """Around ``save_pretrained``: transformers unwraps the model through accelerate, which imports DeepSpeed
+    whenever it is installed (and DeepSpeed then prints its accelerator warning first thing in ``sfpo demo``). A
+    model can only sit in a DeepSpeed engine once DeepSpeed is imported, so until then the probe is skipped."""
+    if "deepspeed" in sys.modules:
+        yield
+        return
+    try:
+        from accelerate.utils import other
+    except ImportError:
+        other = None
+    probe = getattr(other, "is_deepspeed_available", None)
+    if probe is None:  # no accelerate, or one that no longer probes here: nothing to skip
+        yield
+        return
+    other.is_deepspeed_available = lambda: False
+    try:
+        yield
+    finally:
+        other.is_deepspeed_available = probe
 
 
 class PolicyLoadError(ValueError):

@@ -38,7 +38,7 @@ WARM_START = dict(steps=1500, batch_size=128, lr=1e-3, stop_at=0.3)
 ``stop_at``, because a fixed step count lands anywhere: arithmetic learns its carries in a sudden jump whose timing
 moves with the seed and even the thread count (600 fixed steps gave validation pass@1 0.42 on 2 threads, 0.07 on
 one). How fast RL then learns varies as much between policies of equal pass@1 (2-core CPU, 2026-11-30; GRPO as in
-configs/demo.yaml, one thread, validation avg@4 on 256 prompts at step 0 -> step 60 of RL):
+configs/demo.yaml of the time (lr 1e-4), one thread, validation avg@4 on 256 prompts at step 0 -> step 60 of RL):
 
 | warm-start (arithmetic, seed 0)          | stopped at  | RL step 0 -> 60 |
 |------------------------------------------|-------------|-----------------|
@@ -233,9 +233,12 @@ def warm_start(task_name: str = "arithmetic", task_kwargs: dict | None = None, *
     record.update(settings=json.loads(key_src), seconds=round(time.perf_counter() - t0, 1))
 
     # written whole into a sibling folder, then renamed: an interrupted run never leaves a half cache behind
+    from sfpo.policy import deepspeed_unimported
+
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
-        model.save_pretrained(tmp)
+        with deepspeed_unimported():
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "sfpo_testbed.json").write_text(json.dumps(record, indent=1, sort_keys=True))
         if not (path / "config.json").exists():  # else another process finished first: keep its copy

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# The project's checkout (src/sfpo/reproduce/grid.py → ../../..): the grid's config, and the committed records
-# and report, live there. An installed package has no checkout; `sfpo reproduce` then asks for --records/--report.
+from sfpo.shipped import CONFIGS_DIR
+
+# The project's checkout (src/sfpo/reproduce/grid.py → ../../..): the committed records and report live there.
+# An installed package has no checkout: its records and report default to folders under the working directory.
 CHECKOUT = Path(__file__).resolve().parents[3]
 IN_CHECKOUT = (CHECKOUT / "docs" / "reproduction" / "records").is_dir()
-CONFIG = CHECKOUT / "configs" / "reproduce.yaml"
+CONFIG = CONFIGS_DIR / "reproduce.yaml"  # the checkout's configs/, or the wheel's copy
 # the committed records and report in a checkout; elsewhere, folders under the working directory
 RECORDS = CHECKOUT / "docs" / "reproduction" / "records" if IN_CHECKOUT else Path("reproduction") / "records"
 REPORT = CHECKOUT / "docs" / "reproduction" if IN_CHECKOUT else Path("reproduction")

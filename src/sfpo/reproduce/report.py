@@ -293,7 +293,7 @@ def write_report(records: list[dict], total: int, waiting: list[str], report: Pa
     if old.exists():
         md += ["", "## The previous record (2026-11-30)", "",
                f"One policy × 3 seeds at lr 1e-4, before the policies shipped: `{old.relative_to(report.parent)}` "
-               "(SFPO with the entropy switch; the numbers `sfpo demo` quotes). Its prose is kept in "
+               "(SFPO with the entropy switch). Its prose is kept in "
                "`docs/reproduction_notes.md`."]
     (report.parent / f"{report.name}.md").write_text("\n".join(md) + "\n")
     return results
