@@ -2,6 +2,7 @@
 runs `sfpo --version`, a shipped config by name and the demo (everything shrunk). A file that a command reads from
 the checkout instead of the package fails here, not on a user's machine."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -80,3 +81,14 @@ def test_wheel_runs_the_demo(installed):
     assert "shipped testbed policy" in out and "Setting accelerator" not in out
     assert "No record made" in out or "made with other settings" in out
     assert (work / "demo" / "demo.png").exists()
+
+
+@pytest.mark.slow
+def test_wheel_rebuilds_the_report_from_records(installed):
+    """The harness ships in the package: `sfpo reproduce --analyse-only` works from the wheel, given the records."""
+    env, work, _ = installed
+    shutil.copytree(ROOT / "docs" / "reproduction" / "records", work / "records")
+    out = _run(["sfpo", "reproduce", "--analyse-only", "--records", "records", "--report", "report"], env, work)
+    results = json.loads((work / "report" / "results.json").read_text())
+    assert results["records"] == 152 and not results["partial"] and '"records": 152' in out
+    assert (work / "report.md").read_text().startswith("# Reproduction: SFPO vs GRPO")
