@@ -244,7 +244,7 @@ def test_an_unswept_task_is_compared_at_arithmetics_lrs_and_said_so(tmp_path):
     assert "## arithmetic: each method at its best learning rate" not in md  # arithmetic has no comparison runs
     assert "## arithmetic: learning-rate sweep" in md
     assert "## multiplication: learning-rate sweep" not in md  # one lr per method: not a sweep
-    assert "multiplication, SFPO (lr 3e-05) vs GRPO (each at arithmetic's best lr)" in md
+    assert "| multiplication (arithmetic's lrs) | SFPO (3e-05) | GRPO | 3 |" in md
 
 
 def test_fewer_than_three_runs_get_no_verdict():

@@ -246,6 +246,8 @@ def write_report(records: list[dict], total: int, waiting: list[str], report: Pa
                "(sha256), so their pairs do not start from the same weights: the comparisons below are not paired "
                "where they meet."]
     md += [f"- {f}" for f in findings(results)]
+    if results["main"]:
+        md += ["", "Each method against each baseline, paired by policy and seed:", "", *comparisons(results)]
     notes = report.parent / f"{report.name}_notes.md"
     if notes.exists():  # linked, not copied: the prose is written by hand and lives in one place
         titles = [ln.removeprefix("## ").split(" (written by hand")[0] for ln in notes.read_text().splitlines()
@@ -369,8 +371,7 @@ def _main_row(m: str, row: dict) -> str:
 
 def findings(results: dict) -> list[str]:
     """Plain sentences computed from the intervals: an effect is claimed only when its interval excludes none."""
-    out = [f"Headline ({LABELS[HEADLINE]} vs the baselines; {results['headline_source']}):"
-           + ("" if any(results.get(k) for _, _, k in RATIO_KEYS) else " not measured yet.")]
+    head = []
     for kind, vs, key in RATIO_KEYS:
         b = results.get(key)
         if not b:
@@ -380,9 +381,11 @@ def findings(results: dict) -> list[str]:
                  "not measurable": "not measurable", "too few runs": "too few runs for a verdict"}[b["verdict"]]
         unreliable = kind == "wallclock" and not b.get("reliable", True)
         point = "never (the median run did not reach it)" if b["median"] is None else f"{b['median']:.2f}×"
-        out.append(f"{kind} to reach the best of {base}: {point} (95% CI {_ci(b['ci'])}"
-                   f", {b['n']} runs, reached in {b['reached']}): **{words}**"
-                   + (" — unreliable: the cores were shared during some of these runs" if unreliable else "") + ".")
+        head.append(f"{kind} to reach the best of {base} {point} (95% CI {_ci(b['ci'])}, {b['n']} runs, reached in "
+                    f"{b['reached']}): **{words}**"
+                    + (" — unreliable: the cores were shared during some of these runs" if unreliable else ""))
+    out = [f"Headline ({LABELS[HEADLINE]} vs the baselines; {results['headline_source']}): "
+           + ("; ".join(head) + "." if head else "not measured yet.")]
     for task, methods in results.get("sweep_stability", {}).items():
         held = [m for m, v in methods.items() if set(v["per_seed"].values()) == {v["chosen"]}]
         seeds = sorted({s for v in methods.values() for s in v["per_seed"]})
@@ -394,6 +397,14 @@ def findings(results: dict) -> list[str]:
                    + (f" ({', '.join(LABELS.get(m, m) for m in held)})" if held and moved else "")
                    + (f"; it moved for {'; '.join(moved)}" if moved else "")
                    + f". The comparison keeps the selection unit's choice (seed {SELECT[1]}).")
+    return out
+
+
+def comparisons(results: dict) -> list[str]:
+    """Every paired comparison at each method's best lr, as markdown table rows: a verdict is claimed only when
+    its interval excludes no effect."""
+    out = ["| task | run (lr) | vs (each at its best lr) | runs | rollouts to reach its best | Δ best val | "
+           "Δ test of the best |", "|---|---|---|---|---|---|---|"]
     names = {"vs_grpo": "GRPO", "vs_grpo_passes": "GRPO-4", "vs_sfpo": "SFPO"}
     for task, main in results["main"].items():
         for m, row in main.items():
@@ -407,8 +418,8 @@ def findings(results: dict) -> list[str]:
                 else:
                     point = "never" if r["point"] is None else format(r["point"], ".2f") + "×"
                     reach = f"{point} {_ci(r['ci'])} **{r['verdict']}**"
-                out.append(f"{task}, {LABELS.get(m, m)} (lr {row['lr']:.0e}) vs {base} (each at {_best_of(task)} lr): "
-                           f"rollouts to reach its best {reach}; best validation {_f(v['point'], '{:+.3f}')} "
-                           f"{_ci(v['ci'], '{:+.3f}')} **{v['verdict']}**; test of the best "
-                           f"{_f(t['point'], '{:+.3f}')} {_ci(t['ci'], '{:+.3f}')} **{t['verdict']}** ({v['n']} runs).")
+                own = "" if lrs_of(task) == task else f" ({lrs_of(task)}'s lrs)"
+                out.append(f"| {task}{own} | {LABELS.get(m, m)} ({row['lr']:.0e}) | {base} | {v['n']} | {reach} | "
+                           f"{_f(v['point'], '{:+.3f}')} {_ci(v['ci'], '{:+.3f}')} **{v['verdict']}** | "
+                           f"{_f(t['point'], '{:+.3f}')} {_ci(t['ci'], '{:+.3f}')} **{t['verdict']}** |")
     return out
