@@ -21,6 +21,7 @@ import torch
 
 from sfpo.config import ConfigError, to_dict
 from sfpo.policy import PolicyLoadError, check_weight_files, nonfinite_params
+from sfpo.runlock import RunLock
 
 __all__ = ["CheckpointError", "CheckpointMixin", "check_output_dir", "tensor_count"]
 
@@ -37,6 +38,8 @@ class CheckpointMixin:
     def _preflight(self) -> None:
         """What would otherwise fail late, or with a message pointing elsewhere, checked before a model loads."""
         check_output_dir(self.out)
+        self.run_lock = RunLock.acquire(self.out)  # before anything in the folder is read or cleaned
+        self._remove_partial_checkpoints()
         name = self.cfg.task.name
         try:
             self.train_examples = self.task.examples("train")
@@ -47,6 +50,17 @@ class CheckpointMixin:
             raise ConfigError(f"task {name!r} has no training examples")
         if self.cfg.resume:
             self._check_earlier_run()
+
+    def _remove_partial_checkpoints(self) -> None:
+        """What a kill inside a checkpoint write or a rotation left: ``*.tmp`` folders and ``step_*`` folders without
+        trainer_state.pt (renamed into place last, so a complete checkpoint always has it). Only this run's lock
+        holder gets here, so no other process is writing them."""
+        root = self.out / "checkpoints"
+        partial = {p for p in root.glob("step_*") if p.is_dir() and not (p / "trainer_state.pt").exists()}
+        partial |= {p for p in [*root.glob("*.tmp"), *self.out.glob("*.tmp")] if p.is_dir()}
+        for p in sorted(partial):
+            logger.info("removing %s: a checkpoint write cut short (no trainer_state.pt)", p)
+            shutil.rmtree(p, ignore_errors=True)
 
     def _check_earlier_run(self) -> None:
         """The checkpoint a resume would use must be readable and from this kind of run (its config is read

@@ -3,7 +3,10 @@
 Errors a user can fix (bad config, unknown task, a path that is not a causal LM, a verifier that raises, a
 damaged checkpoint, a full disk, a run stopped after ``max_consecutive_skips`` skipped steps) are printed as one
 line and exit with status 2; everything else is a bug and keeps its traceback. A training run that finished but
-skipped steps (non-finite loss, exploding update) exits with status 3 and says how many.
+skipped steps (non-finite loss, exploding update) exits with status 3 and says how many. SIGTERM or SIGINT stops
+training at the next step boundary with a checkpoint and exits 143 or 130 (``sfpo.preemption``); another run
+already training into the same output_dir makes ``sfpo train`` exit 2 (``sfpo.runlock``). docs/exit_codes.md
+lists them all.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ def _field_docs(cls: type, prefix: str = "") -> list[str]:
 
 def _train(args: argparse.Namespace) -> int:
     from sfpo.config import TrainConfig, load_config
-    from sfpo.trainer import Trainer
+    from sfpo.preemption import PreemptionHandler
+    from sfpo.trainer import Preempted, Trainer
 
     if args.help_config:
         print("\n".join(_field_docs(TrainConfig)))
@@ -55,7 +59,16 @@ def _train(args: argparse.Namespace) -> int:
     if args.config is None:
         raise SystemExit("sfpo train: a CONFIG file is required (see configs/)")
     cfg = load_config(args.config, args.overrides)
-    summary = Trainer(cfg).train()
+    try:
+        with PreemptionHandler() as setup:  # a signal while the model loads: stop cleanly once it is loaded
+            trainer = Trainer(cfg)
+            if setup.received is not None:
+                trainer.run_lock.release()
+                raise Preempted(setup.received, trainer.step, None)
+            summary = trainer.train()  # its own handler saves a checkpoint at the next step boundary
+    except Preempted as e:  # SIGTERM/SIGINT: the last completed step is saved
+        print(f"preempted: {e}", file=sys.stderr)
+        return e.exit_code
     print(json.dumps(summary))
     if summary["nan_skips"]:
         print(f"warning: {summary['nan_skips']} of {summary['steps']} steps were skipped (non-finite loss or "
