@@ -28,8 +28,8 @@ from sfpo.config import ConfigError, TrainConfig, to_dict
 from sfpo.core import LossConfig, SlowFastUpdate, compute_advantages, loss_normalizer, make_switch, policy_loss
 from sfpo.evaluate import RewardError, evaluate, score
 from sfpo.metrics import MetricsWriter
+from sfpo.policy import add_lora, load_policy, nonfinite_params, sequence_logprobs, warn_if_slow_bf16
 from sfpo.preemption import Preempted, PreemptionHandler
-from sfpo.policy import add_lora, load_policy, nonfinite_params, sequence_logprobs
 from sfpo.rollout import SamplingParams, make_engine
 
 __all__ = ["Trainer", "RewardError", "NonFiniteError", "TrainingStalled", "CheckpointError", "Preempted"]
@@ -67,6 +67,7 @@ class Trainer(CheckpointMixin):
         model = add_lora(model, cfg.model)
         self.model, self.tokenizer = model, tokenizer
         self._setup_precision()
+        warn_if_slow_bf16(model, cfg.model)
         self.device = next(model.parameters()).device
         self.params = [p for p in model.parameters() if p.requires_grad]
         o = cfg.optim
