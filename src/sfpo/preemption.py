@@ -26,9 +26,12 @@ EXIT_CODES = {int(s): 128 + int(s) for s in SIGNALS}
 "stopped on request", and a requeue policy can act on it."""
 
 
-class Preempted(Exception):
+class Preempted(SystemExit):
     """Training stopped on a signal at a step boundary; ``checkpoint`` holds the last completed step (None when no
-    step had completed: a rerun starts from the beginning, losing nothing)."""
+    step had completed: a rerun starts from the beginning, losing nothing).
+
+    A ``SystemExit`` with status 128 + signal: the signal asked the process to end, and it still does once the
+    checkpoint is safe (uncaught, no traceback, exit 143/130); ``except Preempted`` keeps a script going."""
 
     def __init__(self, signum: int, step: int, checkpoint: Path | None):
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
@@ -38,7 +41,11 @@ class Preempted(Exception):
             what = f"stopped by {name} before a training step completed in this process: nothing new to save"
         else:
             what = f"stopped by {name} after step {step}: saved {checkpoint}"
-        super().__init__(f"{what}; rerun the same command to resume (no completed step is lost)")
+        super().__init__(self.exit_code)
+        self.message = f"{what}; rerun the same command to resume (no completed step is lost)"
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class PreemptionHandler:

@@ -1,0 +1,70 @@
+"""SFPOTrainer on a cluster: SIGTERM/SIGINT save the optimizer step in flight and stop with exit status 143/130,
+and the resume ends bit-identical to an uninterrupted run; a run resumed from its finished checkpoint trains
+nothing more (transformers alone runs one extra optimizer step there)."""
+
+import logging
+import os
+import signal
+
+import pytest
+
+pytest.importorskip("trl")
+
+from transformers import TrainerCallback  # noqa: E402
+
+from sfpo.integrations.trl import SFPOConfig, SFPOTrainer  # noqa: E402
+from sfpo.preemption import Preempted  # noqa: E402
+from tiny_trl import train, weights  # noqa: E402
+
+# as test_trl.py's resume tests: 2 SFPO steps of 3 passes × 2 optimizer steps, the switch, then plain steps
+RUN = dict(inner_steps=2, steps_per_generation=4, max_steps=14, switch="entropy", switch_window=2,
+           switch_threshold=0.5, switch_two_sided=True, lr_scheduler_type="linear")
+
+
+class SignalAt(TrainerCallback):
+    """Sends ``sig`` to this process inside optimizer step ``step`` (after the optimizer, before the step ends)."""
+
+    def __init__(self, step: int, sig: int):
+        self.step, self.sig = step, sig
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        if state.global_step + 1 == self.step:
+            os.kill(os.getpid(), self.sig)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    return out, train(SFPOTrainer, SFPOConfig, out, save_strategy="steps", save_steps=14, **RUN)
+
+
+def _same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    assert [n for n in a if not a[n].equal(b[n])] == []
+
+
+@pytest.mark.parametrize("step, sig", [(5, signal.SIGTERM), (8, signal.SIGINT)])  # inside a fast pass, a slow one
+def test_a_signal_saves_the_step_in_flight_and_the_resume_is_bit_identical(tmp_path, uninterrupted, step, sig,
+                                                                          caplog):
+    _, full = uninterrupted
+    with pytest.raises(Preempted) as stopped, caplog.at_level(logging.WARNING):
+        train(SFPOTrainer, SFPOConfig, tmp_path, callbacks=[SignalAt(step, sig)], **RUN)  # save_strategy "no"
+    assert stopped.value.code == 128 + sig
+    saved = sorted(n for n in os.listdir(tmp_path) if n.startswith("checkpoint-"))
+    assert saved == [f"checkpoint-{step}"]  # the step in flight finished and was saved: 0 steps lost
+    assert f"stopped by {sig.name} after step {step}" in caplog.text
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+    resumed = train(SFPOTrainer, SFPOConfig, tmp_path, resume=True, **RUN)
+    assert resumed.state.global_step == 14
+    _same(weights(full), weights(resumed))
+    assert resumed.switch.state_dict() == full.switch.state_dict()
+
+
+def test_resuming_a_finished_run_trains_nothing_more(tmp_path, uninterrupted, caplog):
+    out, full = uninterrupted
+    with caplog.at_level(logging.INFO, logger="sfpo.integrations.trl"):
+        again = train(SFPOTrainer, SFPOConfig, out, resume=True, save_strategy="steps", save_steps=14, **RUN)
+    assert again.state.global_step == 14
+    assert sorted(n for n in os.listdir(out) if n.startswith("checkpoint-")) == ["checkpoint-14"]
+    _same(weights(full), weights(again))
+    assert "already reached max_steps=14: nothing left to train" in caplog.text
