@@ -5,7 +5,7 @@ damaged checkpoint, a full disk, a run stopped after ``max_consecutive_skips`` s
 line and exit with status 2; everything else is a bug and keeps its traceback. A training run that finished but
 skipped steps (non-finite loss, exploding update) exits with status 3 and says how many. SIGTERM or SIGINT stops
 training at the next step boundary with a checkpoint and exits 143 or 130 (``sfpo.preemption``); another run
-already training into the same output_dir makes ``sfpo train`` exit 2 (``sfpo.runlock``). docs/exit_codes.md
+already training into the same output_dir makes ``sfpo train`` exit 2 (``sfpo.runlock``). docs/cluster.md
 lists them all.
 """
 
