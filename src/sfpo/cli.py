@@ -50,8 +50,8 @@ def _field_docs(cls: type, prefix: str = "") -> list[str]:
 
 def _train(args: argparse.Namespace) -> int:
     from sfpo.config import TrainConfig, load_config
-    from sfpo.preemption import PreemptionHandler
-    from sfpo.trainer import Preempted, Trainer
+    from sfpo.preemption import Preempted, PreemptionHandler
+    from sfpo.trainer import Trainer
 
     if args.help_config:
         print("\n".join(_field_docs(TrainConfig)))
@@ -59,16 +59,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.config is None:
         raise SystemExit("sfpo train: a CONFIG file is required (see configs/)")
     cfg = load_config(args.config, args.overrides)
-    try:
-        with PreemptionHandler() as setup:  # a signal while the model loads: stop cleanly once it is loaded
-            trainer = Trainer(cfg)
-            if setup.received is not None:
-                trainer.run_lock.release()
-                raise Preempted(setup.received, trainer.step, None)
-            summary = trainer.train()  # its own handler saves a checkpoint at the next step boundary
-    except Preempted as e:  # SIGTERM/SIGINT: the last completed step is saved
-        print(f"preempted: {e}", file=sys.stderr)
-        return e.exit_code
+    with PreemptionHandler() as setup:  # a signal while the model loads: stop cleanly once it is loaded
+        trainer = Trainer(cfg)
+        if setup.received is not None:
+            trainer.run_lock.release()
+            raise Preempted(setup.received, trainer.step, None)
+        summary = trainer.train()  # its own handler saves a checkpoint at the next step boundary
     print(json.dumps(summary))
     if summary["nan_skips"]:
         print(f"warning: {summary['nan_skips']} of {summary['steps']} steps were skipped (non-finite loss or "
@@ -130,13 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # weight-loading bars would drown the training progress bar
     from sfpo.config import ConfigError
     from sfpo.policy import PolicyLoadError
-    from sfpo.trainer import CheckpointError, RewardError, TrainingStalled
+    from sfpo.trainer import CheckpointError, Preempted, RewardError, TrainingStalled
 
     try:
         return args.fn(args)
     except (ConfigError, PolicyLoadError, RewardError, FileNotFoundError, CheckpointError, TrainingStalled) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:  # SIGTERM/SIGINT in `train` (or `demo`): the last completed step is saved
+        print(f"preempted: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":
