@@ -2,9 +2,14 @@
 and the resume ends bit-identical to an uninterrupted run; a run resumed from its finished checkpoint trains
 nothing more (transformers alone runs one extra optimizer step there)."""
 
+import json
 import logging
 import os
 import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +73,20 @@ def test_resuming_a_finished_run_trains_nothing_more(tmp_path, uninterrupted, ca
     assert sorted(n for n in os.listdir(out) if n.startswith("checkpoint-")) == ["checkpoint-14"]
     _same(weights(full), weights(again))
     assert "already reached max_steps=14: nothing left to train" in caplog.text
+
+
+def test_two_ranks_stop_at_the_same_step_when_one_is_signalled(tmp_path):
+    """Only rank 1 gets SIGTERM (a scheduler may signal one process first): without the flag reduced over the
+    ranks, rank 0 would enter the next step and wait forever in its all-reduce."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(port), str(Path(__file__).with_name("preempt_ddp_worker.py")), str(tmp_path / "out"), str(tmp_path)]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""},
+                          capture_output=True, text=True, timeout=300)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks == [{"code": 143, "global_step": 3}] * 2, proc.stderr[-3000:]
+    assert proc.returncode != 0  # the launcher passes the workers' 143 on as a failure to requeue
+    assert sorted(n for n in os.listdir(tmp_path / "out") if n.startswith("checkpoint-")) == ["checkpoint-3"]
