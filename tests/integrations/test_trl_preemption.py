@@ -65,6 +65,21 @@ def test_a_signal_saves_the_step_in_flight_and_the_resume_is_bit_identical(tmp_p
     assert resumed.switch.state_dict() == full.switch.state_dict()
 
 
+def test_the_callback_serves_a_plain_transformers_trainer_too(tmp_path):
+    from trl import GRPOConfig, GRPOTrainer
+
+    from sfpo.integrations.preemption import PreemptionCallback
+
+    callback = PreemptionCallback()
+    trainer = train(GRPOTrainer, GRPOConfig, tmp_path, callbacks=[callback, SignalAt(3, signal.SIGTERM)],
+                    max_steps=8)
+    assert trainer.state.global_step == 3
+    with pytest.raises(Preempted) as stopped:
+        callback.raise_if_preempted(trainer)
+    assert stopped.value.code == 143 and stopped.value.checkpoint == str(tmp_path / "checkpoint-3")
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith("checkpoint-")) == ["checkpoint-3"]
+
+
 def test_resuming_a_finished_run_trains_nothing_more(tmp_path, uninterrupted, caplog):
     out, full = uninterrupted
     with caplog.at_level(logging.INFO, logger="sfpo.integrations.trl"):
