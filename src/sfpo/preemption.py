@@ -9,21 +9,17 @@ newest complete checkpoint intact. This module only turns signals into a flag; t
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-__all__ = ["Preempted", "PreemptionHandler", "EXIT_CODES"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["Preempted", "PreemptionHandler", "SIGNALS"]
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-EXIT_CODES = {int(s): 128 + int(s) for s in SIGNALS}
-"""Exit status after a signal, the shell's convention (143 for SIGTERM, 130 for SIGINT): schedulers read 143 as
-"stopped on request", and a requeue policy can act on it."""
+"""What a scheduler sends before a kill (SIGTERM) and what Ctrl-C sends (SIGINT). The exit status after either is
+the shell's 128 + signal (143, 130): schedulers read 143 as "stopped on request", and a requeue policy acts on it."""
 
 
 class Preempted(SystemExit):
@@ -64,7 +60,7 @@ class PreemptionHandler:
 
     def __exit__(self, *exc) -> None:
         for s, previous in self._previous.items():
-            signal.signal(s, previous)
+            signal.signal(s, signal.SIG_DFL if previous is None else previous)  # None: installed outside Python
         self._previous = {}
 
     def _handle(self, signum: int, frame) -> None:
