@@ -179,6 +179,21 @@ def test_best_is_selected_on_validation_and_last_is_the_newest_step(tmp_path, fa
     assert "played no part" in md
 
 
+def test_a_run_without_step_checkpoints_says_best_stands_in_for_last(tmp_path, fake):
+    fake["counts"].update(COUNTS)
+    (tmp_path / "run").mkdir()
+    run = make_run(tmp_path / "run", steps=())  # checkpoints/ deleted, best/ kept
+    eval_cli([run], "--task", "key", "--k", 4)
+    (r,) = report_of(run)["runs"]
+    assert r["last"] == r["best"] == "best"
+    assert "best/ stands in for the last" in r["last_note"]
+    assert "- **last**: best (no step_* checkpoint is left in the run: best/ stands in" in (run / "eval.md").read_text()
+    (tmp_path / "lone").mkdir()
+    lone = make_run(tmp_path / "lone", steps=()) / "best"  # a model folder given on its own: nothing to explain
+    eval_cli([lone], "--task", "key", "--k", 4, "--output", tmp_path / "e")
+    assert "last_note" not in report_of(tmp_path / "e")["runs"][0]
+
+
 def test_selecting_on_test_says_it_is_optimistic(tmp_path, fake):
     fake["counts"].update(COUNTS)
     run = make_run(tmp_path / "run")

@@ -6,6 +6,7 @@ import errno
 import json
 import math
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -116,6 +117,19 @@ def test_a_partial_checkpoint_never_pushes_a_complete_one_out(tmp_path):
     run(tmp_path, ["algorithm.name=grpo", "checkpoint_every=1", "keep_checkpoints=2"], steps=3)
     complete = sorted(p.name for p in partial.parent.iterdir() if (p / "trainer_state.pt").exists())
     assert complete == ["step_000002", "step_000003"]
+    assert not partial.exists()  # removed by the run that found it, not left for every later run to skip
+
+
+def test_what_a_kill_inside_a_rotation_or_a_write_left_is_removed_and_nothing_complete(tmp_path):
+    run(tmp_path, ["algorithm.name=grpo", "checkpoint_every=1", "keep_checkpoints=3"], steps=3)
+    root = tmp_path / "run" / "checkpoints"
+    (root / "step_000001" / "trainer_state.pt").unlink()  # rotation unlinks this first, then the folder
+    shutil.copytree(root / "step_000002", root / "step_000004.tmp")  # save_pretrained cut short
+    shutil.copytree(root / "step_000002", tmp_path / "run" / "best.tmp")
+    trainer, _, _ = run(tmp_path, ["algorithm.name=grpo", "checkpoint_every=1", "keep_checkpoints=3"], steps=3)
+    assert trainer.step == 3  # resumed from the newest complete checkpoint, which was kept
+    assert sorted(p.name for p in root.iterdir()) == ["step_000002", "step_000003"]
+    assert not (tmp_path / "run" / "best.tmp").exists() and (tmp_path / "run" / "best").exists()
 
 
 # ---------------------------------------------------------------------------------------------- a full disk

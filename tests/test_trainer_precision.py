@@ -167,3 +167,35 @@ def test_long_prompts_skip_and_cut(tmp_path, caplog):
     tok = make_tokenizer()
     with pytest.raises(ConfigError, match="long_prompts=cut needs the hf engine"):
         Trainer(cfg, model=make_model(tok), tokenizer=tok, task=ToyTask())
+
+
+@pytest.mark.parametrize("overrides, native, warns", [
+    (["model.mixed_precision=bf16"], False, True),
+    (["model.mixed_precision=bf16"], True, False),   # AVX512-BF16 / AMX: bf16 kernels exist
+    (["model.mixed_precision=bf16"], None, False),   # cannot tell: no warning on a guess
+    ([], False, False),                              # fp32 on the same CPU
+])
+def test_bf16_on_a_cpu_without_bf16_kernels_warns_with_the_alternative(tmp_path, monkeypatch, caplog, overrides,
+                                                                        native, warns):
+    import sfpo.policy
+
+    monkeypatch.setattr(sfpo.policy, "cpu_has_native_bf16", lambda: native)
+    cfg = load_config(None, ["log.progress=false", "log.tensorboard=false", "model.device=cpu",
+                             f"output_dir={tmp_path / 'run'}", *overrides])
+    tok = make_tokenizer()
+    with caplog.at_level("WARNING", logger="sfpo.policy"):
+        Trainer(cfg, model=make_model(tok), tokenizer=tok, task=ToyTask()).run_lock.release()
+    said = [r.getMessage() for r in caplog.records if "without native bf16 kernels" in r.getMessage()]
+    assert len(said) == warns
+    if warns:
+        assert "model.mixed_precision=none" in said[0] and "100x slower" in said[0]
+
+
+def test_bfloat16_weights_warn_too(monkeypatch, caplog):
+    import sfpo.policy
+    from sfpo.config import ModelConfig
+
+    monkeypatch.setattr(sfpo.policy, "cpu_has_native_bf16", lambda: False)
+    model = make_model(make_tokenizer()).to(torch.bfloat16)
+    assert sfpo.policy.warn_if_slow_bf16(model, ModelConfig(dtype="bfloat16"))
+    assert "bfloat16 weights" in caplog.text

@@ -42,6 +42,17 @@ class Checkpoints:
     def complete(self) -> list[Path]:
         return complete_checkpoints(self.out)
 
+    def remove_partial(self) -> None:
+        """What a kill inside a checkpoint write or a rotation left: ``*.tmp`` folders and ``step_*`` folders without
+        trainer_state.pt (renamed into place last, so a complete checkpoint always has it). Call it only while
+        holding the folder's run lock, so that no other process is writing them."""
+        root = self.out / "checkpoints"
+        partial = {p for p in root.glob("step_*") if p.is_dir() and not (p / STATE).exists()}
+        partial |= {p for p in [*root.glob("*.tmp"), *self.out.glob("*.tmp")] if p.is_dir()}
+        for p in sorted(partial):
+            logger.info("removing %s: a checkpoint write cut short (no %s)", p, STATE)
+            shutil.rmtree(p, ignore_errors=True)
+
     def check_resumable(self, config: dict[str, Any]) -> None:
         """The checkpoint a resume would use must be readable and from this kind of run (its config is read
         memory-mapped, its weight files' headers only)."""

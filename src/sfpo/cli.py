@@ -5,7 +5,10 @@ that use them.
 Errors a user can fix (bad config, unknown task, a path that is not a causal LM, a verifier that raises, a
 damaged checkpoint, a full disk, a run stopped after ``max_consecutive_skips`` skipped steps) are printed as one
 line and exit with status 2; everything else is a bug and keeps its traceback. A training run that finished but
-skipped steps (non-finite loss, exploding update) exits with status 3 and says how many.
+skipped steps (non-finite loss, exploding update) exits with status 3 and says how many. SIGTERM or SIGINT stops
+training at the next step boundary with a checkpoint and exits 143 or 130 (``sfpo.preemption``); another run
+already training into the same output_dir makes ``sfpo train`` exit 2 (``sfpo.runlock``). docs/cluster.md
+lists them all.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def _field_docs(cls: type, prefix: str = "") -> list[str]:
 
 def _train(args: argparse.Namespace) -> int:
     from sfpo.config import TrainConfig, load_config
+    from sfpo.preemption import Preempted, PreemptionHandler
     from sfpo.trainer import Trainer
 
     if args.help_config:
@@ -65,7 +69,12 @@ def _train(args: argparse.Namespace) -> int:
     from sfpo.shipped import resolve_config
 
     cfg = load_config(resolve_config(args.config), args.overrides)
-    summary = Trainer(cfg).train()
+    with PreemptionHandler() as setup:  # a signal while the model loads: stop cleanly once it is loaded
+        trainer = Trainer(cfg)
+        if setup.received is not None:
+            trainer.run_lock.release()
+            raise Preempted(setup.received, trainer.step, None)
+        summary = trainer.train()  # its own handler saves a checkpoint at the next step boundary
     print(json.dumps(summary))
     if summary["nan_skips"]:
         print(f"warning: {summary['nan_skips']} of {summary['steps']} steps were skipped (non-finite loss or "
@@ -139,13 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # weight-loading bars would drown the training progress bar
     from sfpo.config import ConfigError
     from sfpo.policy import PolicyLoadError
-    from sfpo.trainer import CheckpointError, RewardError, TrainingStalled
+    from sfpo.trainer import CheckpointError, Preempted, RewardError, TrainingStalled
 
     try:
         return args.fn(args)
     except (ConfigError, PolicyLoadError, RewardError, FileNotFoundError, CheckpointError, TrainingStalled) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:  # SIGTERM/SIGINT in `train` (or `demo`): the last completed step is saved
+        print(f"preempted: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ It does not build anything: the trainer reads these objects.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +26,42 @@ __all__ = ["ConfigError", "ModelConfig", "TaskConfig", "RolloutConfig", "Algorit
 
 class ConfigError(ValueError):
     """A configuration that cannot be run; the message names the key."""
+
+
+# ---------------------------------------------------------------------------------------------- bounds
+# Every numeric key outside SFPO's own parameter set (whose rules live in ``sfpo.core.params``) has a bound here,
+# checked as its section is built, so a value that cannot train is refused before a folder or a model exists.
+Rule = tuple[Callable[[Any], bool], str]
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def at_least(lo: float, why: str) -> Rule:
+    return (lambda x: _finite(x) and x >= lo), f">= {lo:g} ({why})"
+
+
+def above(lo: float, why: str) -> Rule:
+    return (lambda x: _finite(x) and x > lo), f"> {lo:g} ({why})"
+
+
+def within(lo: float, hi: float, why: str, low_open: bool = False, high_open: bool = False) -> Rule:
+    def ok(x: Any) -> bool:
+        return _finite(x) and (x > lo if low_open else x >= lo) and (x < hi if high_open else x <= hi)
+    return ok, f"in {'(' if low_open else '['}{lo:g}, {hi:g}{')' if high_open else ']'} ({why})"
+
+
+def finite(why: str) -> Rule:
+    return _finite, f"a finite number ({why})"
+
+
+def _check_bounds(section: Any, prefix: str, rules: dict[str, Rule]) -> None:
+    """Raise ConfigError for the first field of ``section`` outside its rule (None means "unset" and passes)."""
+    for name, (ok, what) in rules.items():
+        value = getattr(section, name)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{prefix}{name} must be {what}, got {value!r}")
 
 
 @dataclass
@@ -58,6 +96,14 @@ class ModelConfig:
     """Recompute each decoder layer's activations in the backward pass of the training passes (transformers'
     activation checkpointing): activation memory of one layer instead of all, ≈1/3 more compute."""
 
+    def __post_init__(self) -> None:
+        _check_bounds(self, "model.", {
+            "warmup_steps": at_least(0, "supervised steps of the testbed's warm start"),
+            "warmup_seed": at_least(0, "torch seeds are non-negative"),
+            "lora_rank": at_least(0, "0 trains every weight, > 0 LoRA adapters of that rank"),
+            "lora_alpha": above(0, "LoRA scales its update by lora_alpha / lora_rank; 0 would train nothing"),
+        })
+
 
 @dataclass
 class TaskConfig:
@@ -70,6 +116,9 @@ class TaskConfig:
     reward_noise: float = 0.0
     """Probability that a training reward r is replaced by 1 − r (seeded per step; validation is untouched):
     a knob for noisy-reward experiments."""
+
+    def __post_init__(self) -> None:
+        _check_bounds(self, "task.", {"reward_noise": within(0, 1, "a probability")})
 
 
 @dataclass
@@ -100,6 +149,18 @@ class RolloutConfig:
     old_logprobs: Literal["recompute", "sampling"] = "recompute"
     """Clip reference at θ0: a forward pass of the policy ("recompute", as verl/TRL), or the engine's own sampling
     log-probs ("sampling": saves a forward, exact only when the engine is the training model in fp32)."""
+
+    def __post_init__(self) -> None:
+        _check_bounds(self, "rollout.", {
+            "num_prompts": at_least(1, "prompts per training step"),
+            "group_size": at_least(2, "group advantages compare a prompt's responses with each other: a group of "
+                                      "one has advantage 0 and trains nothing"),
+            "temperature": above(0, "training samples its responses and divides the log-probs by it; 0 is greedy "
+                                    "decoding, which has no log-probs to train on"),
+            "top_p": within(0, 1, "nucleus mass; 1 is off", low_open=True),
+            "max_new_tokens": at_least(1, "an empty response has nothing to train on"),
+            "max_prompt_tokens": at_least(0, "0 is no limit"),
+        })
 
 
 @dataclass
@@ -167,6 +228,13 @@ class AlgorithmConfig:
         return SFPOParams.from_fields(self, prefix="algorithm.", error=ConfigError)
 
     def __post_init__(self) -> None:
+        _check_bounds(self, "algorithm.", {
+            "clip_low": within(0, 1, "the ratio is clipped to [1 − ε_low, 1 + ε_high]; 0 freezes it, 1 or more "
+                                     "never clips below", low_open=True, high_open=True),
+            "clip_high": above(0, "the ratio is clipped to [1 − ε_low, 1 + ε_high]; 0 freezes it"),
+            "kl_coef": at_least(0, "β of the KL penalty; 0 keeps no reference model"),
+            "entropy_coef": finite("a negative weight penalises entropy"),
+        })
         if self.clip_ratio_c is not None and self.clip_ratio_c <= 1.0:
             raise ConfigError(f"algorithm.clip_ratio_c must be > 1 (or null for no dual clip), got {self.clip_ratio_c}")
         if self.passes < 1:
@@ -205,6 +273,21 @@ class OptimConfig:
     alone). The loss and gradient equal one batch's (the mini-batch's normaliser); ``padding/frac`` logs the
     padded share of the training tokens. Overrides ``micro_batch_size``."""
 
+    def __post_init__(self) -> None:
+        _check_bounds(self, "optim.", {
+            "lr": above(0, "a learning rate of 0 trains nothing"),
+            "weight_decay": at_least(0, "decoupled decay pulls weights towards 0; negative pushes them away"),
+            "eps": above(0, "AdamW divides by sqrt(v) + eps"),
+            "warmup_steps": at_least(0, "0 is a constant learning rate"),
+            "grad_clip": at_least(0, "0 is off"),
+            "mini_batches": at_least(1, "optimizer steps per pass"),
+            "micro_batch_size": at_least(0, "0 is the whole mini-batch"),
+            "micro_batch_tokens": at_least(0, "0 is off"),
+        })
+        beta = within(0, 1, "AdamW's moment decay", high_open=True)
+        if len(self.betas) != 2 or not all(beta[0](b) for b in self.betas):
+            raise ConfigError(f"optim.betas must be two numbers {beta[1]}, got {self.betas!r}")
+
 
 @dataclass
 class EvalConfig:
@@ -222,6 +305,16 @@ class EvalConfig:
     """Split used for validation (the best checkpoint is selected on it)."""
     test_num_prompts: int = 0
     """>0: also score the best and the final policy on this many test prompts at the end."""
+
+    def __post_init__(self) -> None:
+        _check_bounds(self, "eval.", {
+            "every": at_least(0, "0 never validates"),
+            "num_prompts": at_least(1, "validation prompts; eval.every=0 turns validation off"),
+            "k": at_least(1, "samples per prompt"),
+            "temperature": at_least(0, "0 samples greedily"),
+            "top_p": within(0, 1, "nucleus mass; 1 is off", low_open=True),
+            "test_num_prompts": at_least(0, "0 skips the test"),
+        })
 
 
 @dataclass
@@ -275,8 +368,20 @@ class TrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
-        if self.max_update_ratio < 0 or self.max_consecutive_skips < 0:
-            raise ConfigError("max_update_ratio and max_consecutive_skips must be >= 0 (0 turns the check off)")
+        _check_bounds(self, "", {
+            "seed": at_least(0, "torch seeds are non-negative"),
+            "steps": at_least(1, "a run of 0 steps does nothing"),
+            "max_rollouts": at_least(0, "0 is no budget"),
+            "checkpoint_every": at_least(0, "0 saves at the end only"),
+            "keep_checkpoints": at_least(1, "the newest checkpoint is what a resume needs"),
+            "max_update_ratio": at_least(0, "0 checks finiteness only"),
+            "max_consecutive_skips": at_least(0, "0 never stops"),
+            "threads": at_least(0, "0 is torch's default"),
+        })
+        rows = self.rollout.num_prompts * self.rollout.group_size
+        if self.optim.mini_batches > rows:
+            raise ConfigError(f"optim.mini_batches={self.optim.mini_batches} is more than the {rows} responses of a "
+                              f"step (rollout.num_prompts × rollout.group_size): a mini-batch would be empty")
 
 
 # ------------------------------------------------------------------------------------------ (de)serialising

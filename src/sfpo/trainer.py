@@ -28,11 +28,13 @@ from sfpo.config import ConfigError, TrainConfig, to_dict
 from sfpo.core import LossConfig, SlowFastUpdate, compute_advantages, loss_normalizer, make_switch, policy_loss
 from sfpo.evaluate import evaluate
 from sfpo.metrics import MetricsWriter
-from sfpo.policy import add_lora, load_policy, nonfinite_params, sequence_logprobs
+from sfpo.policy import add_lora, load_policy, nonfinite_params, sequence_logprobs, warn_if_slow_bf16
+from sfpo.preemption import Preempted, PreemptionHandler
 from sfpo.rewards import RewardError, score
+from sfpo.runlock import RunLock
 from sfpo.rollout import SamplingParams, make_engine
 
-__all__ = ["Trainer", "RewardError", "NonFiniteError", "TrainingStalled", "CheckpointError"]
+__all__ = ["Trainer", "RewardError", "NonFiniteError", "TrainingStalled", "CheckpointError", "Preempted"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ class Trainer:
         self.checkpoints = Checkpoints(self.out, cfg.keep_checkpoints)
         # what would otherwise fail late, or with a message pointing elsewhere, checked before a model loads
         check_output_dir(self.out)
+        self.run_lock = RunLock.acquire(self.out)  # one run per folder, before anything in it is read or cleaned
+        self.checkpoints.remove_partial()
         train_examples, val_examples = load_examples(cfg, task)
         if cfg.resume:
             self.checkpoints.check_resumable(to_dict(cfg))
@@ -86,6 +90,7 @@ class Trainer:
         model = add_lora(model, cfg.model)
         self.model, self.tokenizer = model, tokenizer
         self._setup_precision()
+        warn_if_slow_bf16(model, cfg.model)
         self.device = next(model.parameters()).device
         self.params = [p for p in model.parameters() if p.requires_grad]
         o = cfg.optim
@@ -126,6 +131,7 @@ class Trainer:
         self.best = {"accuracy": -1.0, "step": -1, "rollouts": 0, "train_time": 0.0}
         self.nan_skips = 0
         self.consecutive_skips = 0
+        self.preemption = PreemptionHandler()
         resumed = self._resume() if cfg.resume else None
         log = cfg.log
         self.writer = MetricsWriter(self.out, tensorboard=log.tensorboard, wandb=log.wandb,
@@ -179,7 +185,15 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------- the loop
     def train(self) -> dict[str, Any]:
-        """Run until ``steps`` (or the rollout budget); returns the run summary."""
+        """Run until ``steps`` (or the rollout budget); returns the run summary. SIGTERM or SIGINT stops it at the
+        next step boundary with a checkpoint of the last completed step and raises ``Preempted``."""
+        try:
+            with self.preemption:
+                return self._train()
+        finally:
+            self.run_lock.release()
+
+    def _train(self) -> dict[str, Any]:
         cfg = self.cfg
         bar = None
         if cfg.log.progress:
@@ -190,6 +204,7 @@ class Trainer:
             if self.step == 0 and cfg.eval.every:
                 self.writer.log(0, self._validate())
             while self.step < cfg.steps and not self._budget_spent():
+                self._stop_if_preempted()
                 metrics = self.train_step()
                 self.step += 1
                 if cfg.eval.every and (self.step % cfg.eval.every == 0 or self.step == cfg.steps
@@ -202,6 +217,7 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(reward=f"{metrics['reward']:.3f}", val=f"{self.best['accuracy']:.3f}")
             final = self.save_checkpoint()
+            self._stop_if_preempted(saved=final)  # before the test set, which can take as long as many steps
             summary = self._summary()
             if cfg.eval.test_num_prompts:
                 summary.update(self._test(final))
@@ -474,6 +490,15 @@ class Trainer:
             raise NonFiniteError(f"the update exploded: ‖θ − θ0‖ = {moved:.3g} is {moved / size:.3g} × ‖θ0‖ "
                                  f"(max_update_ratio = {ratio:g})")
         return result
+
+    def _stop_if_preempted(self, saved: Path | None = None) -> None:
+        """At a step boundary after SIGTERM/SIGINT: checkpoint the last completed step (unless just saved) and stop."""
+        if self.preemption.received is None:
+            return
+        if saved is None and self.step > 0:
+            ckpts = self.checkpoints.complete()
+            saved = ckpts[-1] if ckpts and ckpts[-1].name == f"step_{self.step:06d}" else self.save_checkpoint()
+        raise Preempted(self.preemption.received, self.step, saved)
 
     def _count_skip(self, why: Exception) -> None:
         """Stop, with summary.json saying why, once ``max_consecutive_skips`` steps in a row were skipped."""

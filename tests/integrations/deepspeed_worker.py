@@ -12,6 +12,7 @@ the float64 formula), ``resume`` (mid-cycle resume from DeepSpeed checkpoints), 
 
 import json
 import os
+import subprocess
 import sys
 
 import ds_cpu
@@ -187,6 +188,38 @@ def scenario_resume():
         diffs[at] = max_diff(full, full_state(resumed))
     files = sorted(os.listdir(os.path.join(OUT, "full", "checkpoint-3")))
     return {"diffs": diffs, "files": files}
+
+
+def scenario_kill():
+    """SIGKILL at each stage of writing checkpoint-5 (inside the slow pass of the first SFPO step) in a process of
+    its own, then resume_from_checkpoint=True here: the newest complete checkpoint (4) is used, and the run ends
+    bit-identical to an uninterrupted one (masters and module weights)."""
+    from kill_worker import RUN as KILL_RUN
+
+    kw = {k: v for k, v in KILL_RUN.items() if k not in ("save_strategy", "save_steps")}
+    full = full_state(run(SFPOTrainer, SFPOConfig, "kill_full", **kw))
+    out = {}
+    for stage in ("folder", "weights", "ds_engine", "sfpo_state", "trainer_state"):
+        folder = os.path.join(OUT, f"kill_{stage}")
+        env = {**os.environ, "MASTER_PORT": str(_free_port()),  # this process's own rendezvous holds ours
+               "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "kill_worker.py"), folder, "5",
+                               stage, json.dumps(DS)], env=env, capture_output=True, text=True, timeout=600)
+        partial = sorted(os.listdir(os.path.join(folder, "checkpoint-5"))) if os.path.isdir(
+            os.path.join(folder, "checkpoint-5")) else None
+        resumed = run(SFPOTrainer, SFPOConfig, f"kill_{stage}", resume=True, **kw)
+        out[stage] = {"returncode": proc.returncode, "stderr": proc.stderr[-1500:] if proc.returncode != -9 else "",
+                      "partial": partial, "diff": max_diff(full, full_state(resumed)),
+                      "global_step": resumed.state.global_step}
+    return out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def scenario_replicas():

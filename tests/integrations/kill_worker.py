@@ -1,6 +1,9 @@
-"""Run by test_trl_checkpoint_kill.py: a tiny SFPOTrainer run that SIGKILLs itself at one stage of writing
-checkpoint-N, as a kill from outside at that moment would. ``python kill_worker.py OUTPUT_DIR N STAGE``."""
+"""Run by test_trl_checkpoint_kill.py (and deepspeed_worker.py's kill scenario): a tiny SFPOTrainer run that
+SIGKILLs itself at one stage of writing checkpoint-N, as a kill from outside at that moment would.
+``python kill_worker.py OUTPUT_DIR N STAGE [DEEPSPEED_CONFIG_JSON]``; under DeepSpeed, stage "ds_engine" dies
+inside DeepSpeed's own checkpoint (model states written, optimizer partitions not)."""
 
+import json
 import os
 import signal
 import sys
@@ -19,8 +22,14 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def main(output_dir: str, n: int, stage: str) -> None:
+def main(output_dir: str, n: int, stage: str, deepspeed: dict | None = None) -> None:
     folder = f"checkpoint-{n}"
+    extra = {}
+    if deepspeed is not None:
+        import ds_cpu
+
+        ds_cpu.setup()
+        extra = dict(deepspeed=deepspeed, use_cpu=False, bf16=deepspeed.get("bf16", {}).get("enabled", False))
     if stage == "folder":  # the folder exists, nothing is in it yet
         save_model = SFPOTrainer.save_model
 
@@ -49,6 +58,15 @@ def main(output_dir: str, n: int, stage: str) -> None:
                 die()
 
         torch.save = patched
+    elif stage == "ds_engine":  # DeepSpeed wrote its module states into the folder, then the process died
+        save = torch.save
+
+        def patched(obj, f, *a, **k):
+            save(obj, f, *a, **k)
+            if isinstance(f, str) and folder in f and "model_states" in f:
+                die()
+
+        torch.save = patched
     elif stage == "trainer_state":  # trainer_state.json cut off halfway through
         save_to_json = TrainerState.save_to_json
 
@@ -62,9 +80,9 @@ def main(output_dir: str, n: int, stage: str) -> None:
         TrainerState.save_to_json = patched
     else:
         raise SystemExit(f"unknown stage {stage!r}")
-    train(SFPOTrainer, SFPOConfig, output_dir, **RUN)
+    train(SFPOTrainer, SFPOConfig, output_dir, **RUN, **extra)
     raise SystemExit(f"the run finished without reaching {folder} at stage {stage!r}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]) if len(sys.argv) > 4 else None)

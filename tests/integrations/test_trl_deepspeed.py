@@ -52,8 +52,10 @@ CONFIGS = {
                                      zero_force_ds_cpu_optimizer=False), ["alpha_one", "reposition"]),
     "zero3-persistent": (ds_config(3, False, {"stage3_param_persistence_threshold": 100000}), ["reposition"]),
 }
+# the kill drill: SIGKILLs inside each stage of a checkpoint write, each resumed (slow)
+CONFIGS.update({"zero2-kill": (ds_config(2, False), ["kill"]), "zero3-kill": (ds_config(3, False), ["kill"])})
 FAST = ["zero1-bf16", "zero2-fp32", "zero3-fp32", "zero3-bf16"]
-SLOW = [pytest.param(c, marks=pytest.mark.slow) for c in CONFIGS if c not in FAST]
+SLOW = [pytest.param(c, marks=pytest.mark.slow) for c in CONFIGS if c not in FAST and CONFIGS[c][1] != ["kill"]]
 
 
 def free_port() -> int:
@@ -112,6 +114,18 @@ def test_reposition_acts_on_the_zero_masters_and_the_slow_pass_sees_it(config_id
     expected = {"zero1-bf16-fp32accum": "BF16_Optimizer", "zero1-bf16": "DeepSpeedZeroOptimizer",
                 "zero2-fp32": "DeepSpeedZeroOptimizer", "zero2-offload": "DeepSpeedZeroOptimizer"}
     assert r["zero"] == expected.get(config_id, "DeepSpeedZeroOptimizer_Stage3")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_id", ["zero2-kill", "zero3-kill"])
+def test_sigkill_inside_a_deepspeed_checkpoint_write_then_resume_equals_the_uninterrupted_run(config_id):
+    r = results(config_id)["kill"]
+    assert sorted(r) == ["ds_engine", "folder", "sfpo_state", "trainer_state", "weights"]
+    for stage, s in r.items():
+        assert s["returncode"] == -9, (stage, s["stderr"])
+        assert s["partial"] is not None, stage  # the kill left checkpoint-5 behind, incomplete
+        assert s["global_step"] == 6 and s["diff"] == 0.0, (stage, s)
+    assert any(name.startswith("global_step") for name in r["ds_engine"]["partial"])  # inside DeepSpeed's own
 
 
 @pytest.mark.parametrize("config_id", [c for c in FAST if "resume" in CONFIGS[c][1]])

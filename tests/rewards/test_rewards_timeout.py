@@ -67,6 +67,20 @@ def test_worker_crash_and_checker_exception_score_zero_and_recover(misbehaving, 
     assert misbehaving.check("b", "b") is True
 
 
+def test_the_worker_outlives_sigterm_and_sigint_so_the_step_in_flight_is_scored(misbehaving):
+    """A scheduler signals every process of the job; the trainer finishes its step, which needs this worker."""
+    import os
+    import signal
+
+    assert misbehaving.check("b", "b") is True
+    pid = misbehaving._proc.pid
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        os.kill(pid, sig)
+    time.sleep(0.2)
+    assert misbehaving.check("c", "c") is True and misbehaving._proc.pid == pid
+    assert misbehaving.failures == 0 and misbehaving.timeouts == 0
+
+
 def test_concurrent_threads_share_one_verifier(misbehaving):
     results = [None] * 8
 

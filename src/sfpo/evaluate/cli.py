@@ -260,6 +260,7 @@ def _pass_at(text: str | None, k: int) -> list[int]:
 def run_eval(args: argparse.Namespace) -> int:
     from sfpo.config import ConfigError
     from sfpo.policy import resolve_device
+    from sfpo.runlock import holder
 
     dtype = args.dtype
     if dtype == "auto":
@@ -293,6 +294,10 @@ def run_eval(args: argparse.Namespace) -> int:
         out = Path(args.paths[0])
     else:
         raise ConfigError(f"{args.paths[0]} is not a local folder: pass --output DIR for eval.json and eval.md")
+    training = holder(out)
+    if training:  # reading a run in training is fine (checkpoints are renamed into place whole); writing is not
+        raise ConfigError(f"{out} is being trained ({training}): sfpo eval reads its checkpoints but writes nothing "
+                          "there while it trains; pass --output DIR for eval.json and eval.md")
     store = ResultStore(out / "eval.json")
     # a selection job that is also a benchmark is sampled once; lone checkpoints skip the selection set
     both = list({json.dumps(j.ident(), sort_keys=True, default=str): j for j in bench + select}.values())

@@ -79,8 +79,11 @@ def build_report(checkpoints: list[Checkpoint], bench: list[Job], select: list[J
             how = note
         else:
             best, how = None, note
-        out_runs.append({"run": run, "checkpoints": rows, "last": last and last["checkpoint"],
-                         "best": best and best["checkpoint"], "selected_on": how, "selection": kind})
+        entry = {"run": run, "checkpoints": rows, "last": last and last["checkpoint"],
+                 "best": best and best["checkpoint"], "selected_on": how, "selection": kind}
+        if not steps and last is not None and any(c.name == "best" and c.run != c.path for c in ckpts):
+            entry["last_note"] = "no step_* checkpoint is left in the run: best/ stands in for the last"
+        out_runs.append(entry)
     return {"settings": asdict(settings), "pass_at": pass_at, "benchmarks": [j.label for j in bench],
             "benchmark_splits": {j.label: j.split for j in bench},
             "selection": {"kind": kind, "split": select_split, "tasks": [f"{j.label}/{j.split}" for j in select],
@@ -122,7 +125,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                 lines.append(f"- **{tag}**: none" + (" (no step_* checkpoint)" if tag == "last" else ""))
                 continue
             m = by_name[who]["macro"]
-            lines.append(f"- **{tag}**: {who}: macro avg@{k} {_pct(m['avg@k'])}, pass@{j} {_pct(m[f'pass@{j}'])}")
+            note = f" ({run['last_note']})" if tag == "last" and run.get("last_note") else ""
+            lines.append(f"- **{tag}**: {who}{note}: macro avg@{k} {_pct(m['avg@k'])}, pass@{j} "
+                         f"{_pct(m[f'pass@{j}'])}")
         lines += [f"- selection: {run['selected_on']}", ""]
     return "\n".join(lines)
 
@@ -135,5 +140,7 @@ def summary_line(report: dict[str, Any], out: Path) -> str:
         for tag in ("best", "last"):
             entry[tag] = run[tag]
             entry[f"{tag}_macro_avg@k"] = by_name[run[tag]]["macro"]["avg@k"] if run[tag] else None
+        if run.get("last_note"):
+            entry["last_note"] = run["last_note"]
         runs.append(entry)
     return json.dumps({"k": report["settings"]["k"], "runs": runs, "output": str(out)})

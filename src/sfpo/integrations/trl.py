@@ -24,6 +24,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from sfpo.core import SlowFastUpdate, make_switch
 from sfpo.core.params import LR_STEPPING, OPTIMIZER_STATE_POLICIES, SWITCHES, SFPOParams
+from sfpo.integrations.preemption import PreemptionCallback
 from sfpo.integrations.sharding import DTensor, local_shards
 
 __all__ = ["SFPOConfig", "SFPOTrainer", "STATE_FILE", "local_shards"]
@@ -237,6 +238,8 @@ class SFPOTrainer(GRPOTrainer):
         self.sfpo: SlowFastUpdate | None = None  # built on the first step, once the optimizer holds its params
         self._sfpo_step = _StepState()
         self.add_callback(_StepHook(self))
+        self._preemption = PreemptionCallback()  # SIGTERM/SIGINT: save at the next optimizer step, stop, exit 143/130
+        self.add_callback(self._preemption)
         if self._sampler_follows_switch and isinstance(self.train_dataset, torch.utils.data.IterableDataset):
             logger.warning("with an IterableDataset TRL repeats each prompt batch K+1 times in the stream, so after "
                            "the switch SFPOTrainer samples fresh completions for the same prompts K+1 times in a row")
@@ -374,7 +377,23 @@ class SFPOTrainer(GRPOTrainer):
         incomplete are skipped with a warning."""
         if resume_from_checkpoint is True and os.path.isdir(self.args.output_dir):
             resume_from_checkpoint = _last_complete(self.args.output_dir, self.accelerator.num_processes)
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        try:
+            out = super().train(resume_from_checkpoint, *args, **kwargs)
+        finally:
+            self._preemption.handler.__exit__()
+        self._preemption.raise_if_preempted(self)
+        return out
+
+    def _run_epoch(self, *args, **kwargs):
+        # transformers runs one more optimizer step (and saves it) when resumed from a checkpoint that already
+        # reached max_steps: the step-count check comes after a step. A finished run trains nothing more here.
+        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+            if not self.control.should_training_stop:
+                logger.info("step %d already reached max_steps=%d: nothing left to train", self.state.global_step,
+                            self.state.max_steps)
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
 
     def _load_optimizer_and_scheduler(self, checkpoint) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)

@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     # Ctrl-C on the trainer reaches its whole process group; the parent's exit handler stops us, so a
     # KeyboardInterrupt traceback from here would only be noise.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SLURM's scancel signals every process of the job: the trainer finishes its step on SIGTERM and needs this
+    # worker for it (a worker lost mid-step would score a check 0 and change the resumed run's results)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # math-verify warns once that its own timeout is disabled; here that is intended (the parent kills us).
     for name in ("math_verify", "latex2sympy2_extended"):
         logging.getLogger(name).setLevel(logging.ERROR)
