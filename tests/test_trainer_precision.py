@@ -116,6 +116,27 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
     assert_grads_close(g1, g2, rtol=1e-5, atol=1e-7)
 
 
+def test_chunked_head_gives_the_full_logits_loss_and_gradients(tmp_path, monkeypatch):
+    """The default (logits a chunk of tokens at a time, recomputed in the backward) against model.head_chunk_tokens=0
+    (the model's full logits): the same loss and gradients to float32 rounding, ratios 1 at θ0, and the old,
+    reference and training log-probs all went through the chunked head."""
+    import sfpo.policy
+
+    calls = []
+    real = sfpo.policy.head_logprobs
+    monkeypatch.setattr(sfpo.policy, "head_logprobs", lambda *a, **k: calls.append(k["chunk_size"]) or real(*a, **k))
+    common = ["algorithm.kl_coef=0.1", "optim.micro_batch_size=8"]
+    m0, g0 = first_pass(trainer(tmp_path, common + ["model.head_chunk_tokens=0"], "full"))
+    assert calls == []
+    m1, g1 = first_pass(trainer(tmp_path, common + ["model.head_chunk_tokens=5"], "chunked"))
+    assert calls == [5] * 6  # old and reference log-probs, then the pass: 2 micro-batches each
+    assert m1["reward"] == m0["reward"]  # the same rollout
+    assert m1["ratio/mean"] == pytest.approx(1.0, abs=1e-6) and m1["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert m1["loss"] == pytest.approx(m0["loss"], rel=1e-6, abs=1e-8)
+    assert m1["entropy"] == pytest.approx(m0["entropy"], rel=1e-6)
+    assert_grads_close(g0, g1, rtol=1e-5, atol=1e-7)
+
+
 def test_bf16_autocast_close_to_fp32_and_keeps_fp32_masters(tmp_path):
     """bf16 autocast: the loss within 2% and the gradient within 10% of fp32's (bf16 keeps 8 bits of mantissa:
     ~0.4% per rounding, accumulated over the layers), ratios 1 at θ0, and everything the optimizer and SFPO

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from sfpo.core.losses import HEAD_CHUNK_TOKENS
 from sfpo.core.params import SFPOParams
 
 __all__ = ["ConfigError", "ModelConfig", "TaskConfig", "RolloutConfig", "AlgorithmConfig", "OptimConfig",
@@ -57,6 +58,18 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass of the training passes (transformers'
     activation checkpointing): activation memory of one layer instead of all, ≈1/3 more compute."""
+    head_chunk_tokens: int = HEAD_CHUNK_TOKENS
+    """Tokens whose logits exist at once when the trainer computes log-probs and entropies (training passes, old
+    and reference log-probs, the trust-region KL): the model body runs to its final hidden states and the output
+    head runs on the response tokens in chunks of this many, recomputed in the backward, so memory for the head is
+    chunk × vocabulary instead of tokens × vocabulary (``sfpo.core.head_logprobs``; default measured with
+    benchmarks/bench_head.py). 0: the model's own forward with full (B, T, V) logits."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.head_chunk_tokens, bool) or not isinstance(self.head_chunk_tokens, int) \
+                or self.head_chunk_tokens < 0:
+            raise ConfigError(f"model.head_chunk_tokens must be an integer >= 0 (tokens per chunk of the output "
+                              f"head; 0 = full logits), got {self.head_chunk_tokens!r}")
 
 
 @dataclass

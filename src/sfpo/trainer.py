@@ -249,13 +249,12 @@ class Trainer(CheckpointMixin):
         def logprobs_of(model) -> torch.Tensor:
             was = model.training
             model.eval()
+            rows = Batch(ids, pmask, cids, cmask, advantages, old_logprobs=cmask, ref_logprobs=None)  # no old yet
             if self.cfg.optim.micro_batch_tokens:  # the training passes' micro-batches: ratios exactly 1 at θ0
-                rows = Batch(ids, pmask, cids, cmask, advantages, old_logprobs=cmask, ref_logprobs=None)  # no old yet
                 out = self._bucketed_logprobs(model, rows)
             else:
-                with self._autocast():
-                    out = torch.cat([sequence_logprobs(model, ids[s], pmask[s], cids[s], cmask[s], r.temperature,
-                                                       False)[0] for s in chunks(len(cids), size=mb)])
+                out = torch.cat([self._logprobs(model, rows.rows(s), with_entropy=False)[0]
+                                 for s in chunks(len(cids), size=mb)])
             model.train(was)
             return out
 
@@ -273,9 +272,7 @@ class Trainer(CheckpointMixin):
         total, tokens = 0.0, 0.0
         for s in chunks(len(batch), size=self.cfg.optim.micro_batch_size or len(batch)):
             m = batch.rows(s).trimmed()
-            with self._autocast():  # the precision the old log-probs were computed in: KL 0 at θ0
-                logp, _ = sequence_logprobs(self.model, m.prompt_ids, m.prompt_mask, m.completion_ids,
-                                            m.completion_mask, self.cfg.rollout.temperature, False)
+            logp, _ = self._logprobs(self.model, m, with_entropy=False)  # as the old log-probs were: KL 0 at θ0
             d = (logp - m.old_logprobs) * m.completion_mask
             total += float(((torch.exp(d) - 1 - d) * m.completion_mask).sum())
             tokens += float(m.completion_mask.sum())
@@ -294,9 +291,7 @@ class Trainer(CheckpointMixin):
             micro_metrics: dict[str, float] = {}
             for rows in micro:
                 m = mini.rows(rows).trimmed()
-                with self._autocast():
-                    logp, ent = sequence_logprobs(self.model, m.prompt_ids, m.prompt_mask, m.completion_ids,
-                                                  m.completion_mask, self.cfg.rollout.temperature)
+                logp, ent = self._logprobs(self.model, m)
                 loss, metrics = policy_loss(logp, m.old_logprobs, m.advantages, m.completion_mask, self.loss_cfg,
                                             ref_logprobs=m.ref_logprobs, entropy=ent, normalizer=norm)
                 loss.backward()
@@ -334,6 +329,14 @@ class Trainer(CheckpointMixin):
                 enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def _logprobs(self, model, m: Batch, with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs and entropies (B, T) of ``m``'s responses under ``model``, as every pass and measurement of the
+        trainer computes them: in the configured precision, through the chunked head (``model.head_chunk_tokens``)."""
+        with self._autocast():
+            return sequence_logprobs(model, m.prompt_ids, m.prompt_mask, m.completion_ids, m.completion_mask,
+                                     self.cfg.rollout.temperature, with_entropy,
+                                     chunk_size=self.cfg.model.head_chunk_tokens)
 
     def _autocast(self):
         if self._autocast_dtype is None:
@@ -381,9 +384,7 @@ class Trainer(CheckpointMixin):
         for ms, mini, micro in self._layout(batch):
             for rows in micro:
                 m = mini.rows(rows).trimmed()
-                with self._autocast():
-                    logp = sequence_logprobs(model, m.prompt_ids, m.prompt_mask, m.completion_ids, m.completion_mask,
-                                             self.cfg.rollout.temperature, False)[0]
+                logp = self._logprobs(model, m, with_entropy=False)[0]
                 idx = torch.arange(ms.start, ms.stop, device=self.device)[rows.to(self.device)
                                                                            if torch.is_tensor(rows) else rows]
                 out[idx, :logp.shape[1]] = logp
