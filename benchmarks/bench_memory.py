@@ -52,11 +52,15 @@ class LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # a view of a tensor made before the mode (weight.t(), weight[:1]) is no new memory: its storage is an
+        # input's and untracked; counting it put a whole weight matrix into the peak
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+                  if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
                 key = storage.data_ptr()
-                if key == 0:
+                if key == 0 or (key in inputs and key not in self.live):
                     continue
                 entry = self.live.get(key)
                 if entry is None:

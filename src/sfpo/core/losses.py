@@ -212,6 +212,7 @@ class _ChunkedHead(torch.autograd.Function):
             logp[s:s + chunk] = z.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - lse
             if with_entropy:
                 ent[s:s + chunk] = lse - torch.softmax(z, dim=-1).mul_(z).sum(-1)  # entropy_from_logits' sum
+            del z  # before the next chunk's logits exist
         ctx.save_for_backward(hidden, weight, bias, targets)
         ctx.temperature, ctx.chunk, ctx.compute_dtype, ctx.out_dtype = temperature, chunk, compute_dtype, out_dtype
         ctx.mark_non_differentiable(targets)
@@ -255,6 +256,7 @@ class _ChunkedHead(torch.autograd.Function):
                         grad_w.add_(gz.t() @ h)
                 if need_b:
                     grad_b.add_(gz.sum(0, dtype=out_dtype))
+                del gz  # before the next chunk's logits exist
         return (grad_h, None if grad_w is None else grad_w.to(weight.dtype),
                 None if grad_b is None else grad_b.to(bias.dtype), None, None, None, None)
 
