@@ -3,7 +3,8 @@
 Builds a Qwen2.5-0.5B-shaped Qwen2 from a config (random init; no download) with a locally built 151,936-token
 word-level tokenizer, and runs GRPO and SFPO (K=3, α=0.8) steps through ``sfpo.trainer.Trainer`` at a scaled-down
 paper shape (64 prompts × 8 responses × 512 new tokens, 4 mini-batches, token-budget micro-batches) in each of:
-fp32 (TF32 matmuls), bf16 mixed precision, bf16 mixed precision + activation checkpointing. Prints per-phase step
+fp32 (TF32 matmuls), bf16 mixed precision, bf16 mixed precision + activation checkpointing (all three with the
+chunked output head, the default), and the last with full (B, T, V) logits instead. Prints per-phase step
 times, peak GPU memory, update-phase MFU against the GPU's bf16 dense peak and the SFPO/GRPO step-time ratio,
 then ONE JSON line; writes gpu_check.json and gpu_check.txt into the folder given.
 
@@ -51,9 +52,12 @@ TINY_MODEL = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hid
                   num_key_value_heads=1, max_position_embeddings=256, tie_word_embeddings=True)
 FULL_SHAPE = dict(prompts=64, group=8, new_tokens=512, prompt_tokens=128, micro_batch_tokens=8192, steps=2)
 TINY_SHAPE = dict(prompts=4, group=2, new_tokens=8, prompt_tokens=12, micro_batch_tokens=64, steps=2)
+# every variant but the last computes log-probs through the chunked output head (model.head_chunk_tokens, its
+# default); the last is bf16+ckpt with the model's full (B, T, V) logits, to measure what the chunking saves
 VARIANTS = {"fp32": dict(mixed_precision="none", checkpointing=False),
             "bf16": dict(mixed_precision="bf16", checkpointing=False),
-            "bf16+ckpt": dict(mixed_precision="bf16", checkpointing=True)}
+            "bf16+ckpt": dict(mixed_precision="bf16", checkpointing=True),
+            "bf16+ckpt+full-logits": dict(mixed_precision="bf16", checkpointing=True, head_chunk_tokens=0)}
 PHASES = ["time/rollout", "time/reward", "time/old_logprobs", "time/update", "time/step"]
 
 
@@ -133,6 +137,7 @@ def run_one(variant: str, algo: str, args, shape: dict, model_cfg: dict, out: Pa
     overrides = [
         f"output_dir={out / 'runs' / f'{variant}_{algo}'}", f"steps={shape['steps']}", "resume=false",
         f"model.mixed_precision={v['mixed_precision']}", f"model.gradient_checkpointing={v['checkpointing']}",
+        *([f"model.head_chunk_tokens={v['head_chunk_tokens']}"] if "head_chunk_tokens" in v else []),
         f"rollout.num_prompts={shape['prompts']}", f"rollout.group_size={shape['group']}",
         f"rollout.max_new_tokens={shape['new_tokens']}", "rollout.temperature=1.0", "rollout.top_p=1.0",
         f"algorithm.name={algo}", "algorithm.inner_steps=3", "algorithm.alpha=0.8", "algorithm.switch=never",
