@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,3 +51,23 @@ def test_bench_head_smoke():
         assert r["memory_ratio"] == r["full_peak_mb"] / r["chunked_peak_mb"]
         assert r["chunked_wall_s"] > 0 and r["full_cpu_s"] > 0
     assert rows[256]["memory_ratio"] > rows[64]["memory_ratio"] > 1
+
+
+def test_bench_memory_smoke():
+    """benchmarks/bench_memory.py at a tiny width: the chunked head keeps far fewer bytes per token outside the
+    layers than full logits (which keep several (T, V) tensors)."""
+    def run(chunk: int) -> dict:
+        out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_memory.py"), "--hidden", "32", "--ffn",
+                              "64", "--heads", "2", "--kv-heads", "1", "--vocab", "4000", "--tokens", "16", "32",
+                              "--head-chunk-tokens", str(chunk)],
+                             capture_output=True, text=True, timeout=300, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    full, chunked = run(0), run(8)
+    assert chunked["head_chunk_tokens"] == 8 and full["head_chunk_tokens"] == 0
+    for setting in ("fp32", "fp32+ckpt"):
+        outside_full = full["activations"][setting]["per_token_outside_layers"]
+        outside_chunked = chunked["activations"][setting]["per_token_outside_layers"]
+        assert outside_full > 4000 * 4  # at least the float32 (T, V) logits kept for the backward
+        assert outside_chunked < 4000 * 4 / 4  # a few hidden-state rows, no vocabulary-sized tensor
+    assert chunked["state_bytes_per_param"]["none"]["total"] == pytest.approx(20.0, abs=0.5)
