@@ -1,6 +1,7 @@
-"""benchmarks/bench_head.py at a tiny size: it runs, ends with one JSON line, the chunked head's peak is the
-weight's gradient plus about two chunks of logits (what the Function is built to hold), the full path's is the
-logits' several copies; and LiveBytes, which measures both, counts new storages only."""
+"""Tiny-size smoke runs of benchmarks/bench_head.py, bench_memory.py and bench_handover.py: each runs and ends
+with one JSON line. bench_head: the chunked head's peak is the weight's gradient plus about two chunks of logits
+(what the Function is built to hold), the full path's the logits' several copies; and LiveBytes, which measures
+both, counts new storages only."""
 
 from __future__ import annotations
 
@@ -71,3 +72,18 @@ def test_bench_memory_smoke():
         assert outside_full > 4000 * 4  # at least the float32 (T, V) logits kept for the backward
         assert outside_chunked < 4000 * 4 / 4  # a few hidden-state rows, no vocabulary-sized tensor
     assert chunked["state_bytes_per_param"]["none"]["total"] == pytest.approx(20.0, abs=0.5)
+
+
+def test_bench_handover_smoke():
+    """benchmarks/bench_handover.py at a tiny size: four settings, the handed-over ones without an old-log-prob
+    forward."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_handover.py"), "--prompts", "2",
+                          "--generations", "2", "--tokens", "4", "--micro-batch-size", "2", "--steps", "1"],
+                         capture_output=True, text=True, timeout=300, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = {(r["algorithm"], r["handover"]): r for r in result["rows"]}
+    assert set(rows) == {(a, h) for a in ("grpo", "sfpo") for h in (False, True)}
+    for algo in ("grpo", "sfpo"):
+        # the handed-over step has no forward in its old-log-prob phase: a fraction of the separate one's
+        assert rows[(algo, True)]["old_logprobs_wall_s"] < rows[(algo, False)]["old_logprobs_wall_s"]
+        assert result["step_cpu_ratio"][algo] > 0
