@@ -165,8 +165,8 @@ def main() -> None:
     state = state_bytes_per_param()
     head = f"head in chunks of {args.head_chunk_tokens} tokens" if args.head_chunk_tokens else "full logits"
     print(f"Qwen2 width d={args.hidden}, ffn={args.ffn}, heads {args.heads}/{args.kv_heads}, vocab {args.vocab}, "
-          f"{head}; bytes the forward keeps for the backward, slopes over {t1}->{t2} tokens (1/4 prompt) and {l1}->{l2} "
-          "layers, CPU kernels")
+          f"{head}; bytes the forward keeps for the backward, slopes over {t1}->{t2} tokens (1/4 prompt) and "
+          f"{l1}->{l2} layers, CPU kernels")
     print(f"{'setting':<12}{'KB/token/layer':>16}{'KB/token outside layers (head, logits)':>40}")
     for name, r in rows.items():
         print(f"{name:<12}{r['per_token_per_layer'] / 1024:>16.1f}{r['per_token_outside_layers'] / 1024:>40.1f}")

@@ -205,9 +205,10 @@ def sequence_logprobs(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_m
     found = output_head(model) if chunk_size > 0 else None
     if isinstance(found, str):
         _log_fallback(model, found)
+    # no KV cache (either path): nothing decodes after a training forward, and with checkpointing transformers
+    # refuses one
     if isinstance(found, tuple):
         body, head = found
-        # no KV cache: nothing decodes after a training forward, and with checkpointing transformers refuses one
         hidden = body(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=False).last_hidden_state
         hidden = hidden[:, -(t + 1):-1]  # (B, T, d): positions P-1 .. P+T-2 predict the T completion tokens
         keep = completion_mask.bool()
