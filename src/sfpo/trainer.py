@@ -38,13 +38,14 @@ logger = logging.getLogger(__name__)
 
 
 def _dropout_active(model: torch.nn.Module) -> bool:
-    """Whether a training-mode forward samples dropout masks (a dropout module or a ``*dropout`` config value > 0):
-    then it is not the policy the old log-probs describe."""
+    """Whether a training-mode forward samples dropout masks (a dropout module, or a config value > 0 named
+    ``*dropout*`` or ``*pdrop`` as GPT-2's): then it is not the policy the old log-probs describe."""
     if any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
         return True
     config = getattr(model, "config", None)
     values = config.to_dict() if hasattr(config, "to_dict") else {}
-    return any("dropout" in k and isinstance(v, (int, float)) and v > 0 for k, v in values.items())
+    return any(("dropout" in k or k.endswith("pdrop")) and isinstance(v, (int, float)) and v > 0
+               for k, v in values.items())
 
 
 class NonFiniteError(FloatingPointError):
