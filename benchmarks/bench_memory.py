@@ -13,6 +13,7 @@ the tensors a Trainer holds after one SFPO step (weights, gradients, AdamW momen
 
     python benchmarks/bench_memory.py                      # Qwen2.5-1.5B's width (d=1536, ffn 8960), ~3 min
     python benchmarks/bench_memory.py --hidden 896 --ffn 4864 --heads 14 --kv-heads 2   # 0.5B's width
+    python benchmarks/bench_memory.py --head-chunk-tokens 0   # the model's full logits instead of the chunked head
 
 CPU kernels: a GPU's fused kernels keep fewer temporaries, so use these as estimates (upper bounds, likely).
 Prints a table, then one JSON line.
@@ -33,6 +34,8 @@ import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_flatten  # noqa: E402
 
+from sfpo.core.losses import HEAD_CHUNK_TOKENS  # noqa: E402
+
 
 class LiveBytes(TorchDispatchMode):
     """Peak bytes of the tensor storages created inside the mode while any tensor still refers to them."""
@@ -52,11 +55,15 @@ class LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # a view of a tensor made before the mode (weight.t(), weight[:1]) is no new memory: its storage is an
+        # input's and untracked; counting it put a whole weight matrix into the peak
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+                  if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
                 key = storage.data_ptr()
-                if key == 0:
+                if key == 0 or (key in inputs and key not in self.live):
                     continue
                 entry = self.live.get(key)
                 if entry is None:
@@ -94,7 +101,8 @@ def held_bytes(args, layers: int, tokens: int, ckpt: bool, bf16: bool) -> int:
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
     with LiveBytes() as mode:
         with ctx:
-            logp, ent = sequence_logprobs(model, ids[:, :prompt], ones[:, :prompt], ids[:, prompt:], ones[:, prompt:])
+            logp, ent = sequence_logprobs(model, ids[:, :prompt], ones[:, :prompt], ids[:, prompt:], ones[:, prompt:],
+                                          chunk_size=args.head_chunk_tokens)
             loss = -(logp.sum() + 0.001 * ent.sum())
         held = mode.current
         loss.backward()  # run, so that checkpointing's recompute path is exercised; its transient is one layer
@@ -140,6 +148,8 @@ def main() -> None:
     p.add_argument("--kv-heads", type=int, default=2)
     p.add_argument("--vocab", type=int, default=151_936)
     p.add_argument("--tokens", type=int, nargs=2, default=[128, 256], help="the two sequence lengths")
+    p.add_argument("--head-chunk-tokens", type=int, default=HEAD_CHUNK_TOKENS,
+                   help="model.head_chunk_tokens: tokens per chunk of the output head (0 = full logits)")
     args = p.parse_args()
     torch.set_num_threads(1)
     (t1, t2), (l1, l2) = args.tokens, (1, 2)
@@ -153,15 +163,17 @@ def main() -> None:
             rows[("bf16" if bf16 else "fp32") + ("+ckpt" if ckpt else "")] = {
                 "per_token_per_layer": per_layer, "per_token_outside_layers": per_token_l1 - l1 * per_layer}
     state = state_bytes_per_param()
-    print(f"Qwen2 width d={args.hidden}, ffn={args.ffn}, heads {args.heads}/{args.kv_heads}, vocab {args.vocab}; "
-          f"bytes the forward keeps for the backward, slopes over {t1}->{t2} tokens (1/4 prompt) and {l1}->{l2} "
-          "layers, CPU kernels")
+    head = f"head in chunks of {args.head_chunk_tokens} tokens" if args.head_chunk_tokens else "full logits"
+    print(f"Qwen2 width d={args.hidden}, ffn={args.ffn}, heads {args.heads}/{args.kv_heads}, vocab {args.vocab}, "
+          f"{head}; bytes the forward keeps for the backward, slopes over {t1}->{t2} tokens (1/4 prompt) and "
+          f"{l1}->{l2} layers, CPU kernels")
     print(f"{'setting':<12}{'KB/token/layer':>16}{'KB/token outside layers (head, logits)':>40}")
     for name, r in rows.items():
         print(f"{name:<12}{r['per_token_per_layer'] / 1024:>16.1f}{r['per_token_outside_layers'] / 1024:>40.1f}")
     for precision, s in state.items():
         print(f"state bytes/param ({precision}): " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))
     print(json.dumps({"hidden": args.hidden, "ffn": args.ffn, "vocab": args.vocab, "tokens": [t1, t2],
+                      "head_chunk_tokens": args.head_chunk_tokens,
                       "activations": rows, "state_bytes_per_param": state}))
 
 

@@ -188,6 +188,9 @@ def _ours_run(setup: Setup, sfpo: bool) -> dict:
     cfg.eval.every = 0
     cfg.log.tensorboard = cfg.log.progress = cfg.log.plot = False
     trainer = Trainer(cfg, model=model, tokenizer=tok, task=ArithmeticTask())
+    # the engine also stops on the generation config's EOS list (instruct models' end-of-turn tokens): clear it, or
+    # completions end early and the methods no longer pay for the same tokens
+    model.generation_config.eos_token_id = None
     trainer.engine = HFEngine(model, _FixedLength(tok))
     step_s, cpu_s, rollout = [], [], []
     for _ in range(cfg.steps):

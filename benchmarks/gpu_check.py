@@ -3,8 +3,8 @@
 Builds a Qwen2.5-0.5B-shaped Qwen2 from a config (random init; no download) with a locally built 151,936-token
 word-level tokenizer, and runs GRPO and SFPO (K=3, α=0.8) steps through ``sfpo.trainer.Trainer`` at a scaled-down
 paper shape (64 prompts × 8 responses × 512 new tokens, 4 mini-batches, token-budget micro-batches) in each of:
-fp32 (TF32 matmuls), bf16 mixed precision, bf16 mixed precision + activation checkpointing, and that with the
-chunked log-prob head where the config has ``model.head_chunk_tokens``. Prints per-phase step
+fp32 (TF32 matmuls), bf16 mixed precision, bf16 mixed precision + activation checkpointing (all three with the
+chunked output head, the default), and the last with full (B, T, V) logits instead. Prints per-phase step
 times, peak GPU memory, update-phase MFU against the GPU's bf16 dense peak and the SFPO/GRPO step-time ratio,
 then ONE JSON line; writes gpu_check.json and gpu_check.txt into the folder given.
 
@@ -20,7 +20,6 @@ The first step of every run is warm-up (CUDA kernels, allocator); the table repo
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import gc
 import hashlib
@@ -36,7 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
-from sfpo.config import ModelConfig, load_config  # noqa: E402
+from sfpo.config import load_config  # noqa: E402
 from sfpo.tasks.base import Example  # noqa: E402
 from sfpo.trainer import Trainer  # noqa: E402
 
@@ -53,15 +52,12 @@ TINY_MODEL = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hid
                   num_key_value_heads=1, max_position_embeddings=256, tie_word_embeddings=True)
 FULL_SHAPE = dict(prompts=64, group=8, new_tokens=512, prompt_tokens=128, micro_batch_tokens=8192, steps=2)
 TINY_SHAPE = dict(prompts=4, group=2, new_tokens=8, prompt_tokens=12, micro_batch_tokens=64, steps=2)
+# every variant but the last computes log-probs through the chunked output head (model.head_chunk_tokens, its
+# default); the last is bf16+ckpt with the model's full (B, T, V) logits, to measure what the chunking saves
 VARIANTS = {"fp32": dict(mixed_precision="none", checkpointing=False),
             "bf16": dict(mixed_precision="bf16", checkpointing=False),
-            "bf16+ckpt": dict(mixed_precision="bf16", checkpointing=True)}
-# the chunked log-prob head, measured where this checkout's config has it (read from ModelConfig at run time, so
-# this script runs on checkouts from before it too)
-HEAD_CHUNK_TOKENS = 1024
-if "head_chunk_tokens" in {f.name for f in dataclasses.fields(ModelConfig)}:
-    VARIANTS["bf16+ckpt+chunk"] = dict(mixed_precision="bf16", checkpointing=True,
-                                       extra=[f"model.head_chunk_tokens={HEAD_CHUNK_TOKENS}"])
+            "bf16+ckpt": dict(mixed_precision="bf16", checkpointing=True),
+            "bf16+ckpt+full-logits": dict(mixed_precision="bf16", checkpointing=True, head_chunk_tokens=0)}
 PHASES = ["time/rollout", "time/reward", "time/old_logprobs", "time/update", "time/step"]
 
 
@@ -141,6 +137,7 @@ def run_one(variant: str, algo: str, args, shape: dict, model_cfg: dict, out: Pa
     overrides = [
         f"output_dir={out / 'runs' / f'{variant}_{algo}'}", f"steps={shape['steps']}", "resume=false",
         f"model.mixed_precision={v['mixed_precision']}", f"model.gradient_checkpointing={v['checkpointing']}",
+        *([f"model.head_chunk_tokens={v['head_chunk_tokens']}"] if "head_chunk_tokens" in v else []),
         f"rollout.num_prompts={shape['prompts']}", f"rollout.group_size={shape['group']}",
         f"rollout.max_new_tokens={shape['new_tokens']}", "rollout.temperature=1.0", "rollout.top_p=1.0",
         f"algorithm.name={algo}", "algorithm.inner_steps=3", "algorithm.alpha=0.8", "algorithm.switch=never",
@@ -148,7 +145,6 @@ def run_one(variant: str, algo: str, args, shape: dict, model_cfg: dict, out: Pa
         "optim.lr=1e-6", "optim.weight_decay=0.01", "optim.mini_batches=4",
         f"optim.micro_batch_tokens={shape['micro_batch_tokens']}",
         "eval.every=0", "eval.num_prompts=1", "log.progress=false", "log.plot=false", "log.tensorboard=false",
-        *v.get("extra", []),
     ]
     trainer = Trainer(load_config(None, overrides), model=model, tokenizer=tok, task=task)
     steps = []

@@ -40,6 +40,7 @@ def test_unknown_key_is_named(tmp_path):
     ("algorithm.inner_steps=-1", r"inner_steps \(K\) must be an integer >= 0"),
     ("algorithm.switch=fixed_step", r"algorithm.switch='fixed_step' needs switch_stop_step"),
     ("log.progress=maybe", r"log.progress: expected bool"),
+    ("model.head_chunk_tokens=-1", r"model.head_chunk_tokens must be >= 0 \(tokens per chunk of the output head"),
     ("noequals", r"not of the form key.sub=value"),
 ])
 def test_bad_values_are_errors(override, message):

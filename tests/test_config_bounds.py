@@ -31,6 +31,7 @@ CASES = {
     "model.warmup_seed": (-1, 0),
     "model.lora_rank": (-4, 0),
     "model.lora_alpha": (0, 1),
+    "model.head_chunk_tokens": (-1, 0),
     "task.reward_noise": (1.5, 1.0),
     "rollout.num_prompts": (0, 1),
     "rollout.group_size": (1, 2),

@@ -36,22 +36,22 @@ def test_gpu_check_rehearsal_on_cpu_without_optional_packages(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run([sys.executable, "-c", RUNNER, ",".join(BLOCKED), str(ROOT / "benchmarks" / "gpu_check.py"),
-                           str(out), "--device", "cpu", "--tiny", "--steps", "1",
-                           "--variants", "fp32,bf16,bf16+ckpt"],  # the chunked head's variant: tests/test_gpu_runner
+                           str(out), "--device", "cpu", "--tiny", "--steps", "1"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = json.loads(proc.stdout.strip().splitlines()[-1])  # the one JSON line ends the output
-    assert last["ok"] is True and len(last["runs"]) == 6
+    assert last["ok"] is True and len(last["runs"]) == 8
     report = json.loads((out / "gpu_check.json").read_text())
     assert (out / "gpu_check.txt").read_text().startswith("gpu_check:")
     runs = {(r["variant"], r["algorithm"]): r for r in report["runs"]}
-    assert set(runs) == {(v, a) for v in ("fp32", "bf16", "bf16+ckpt") for a in ("grpo", "sfpo")}
+    variants = ("fp32", "bf16", "bf16+ckpt", "bf16+ckpt+full-logits")
+    assert set(runs) == {(v, a) for v in variants for a in ("grpo", "sfpo")}
     for r in runs.values():
         for key in ("time/rollout", "time/old_logprobs", "time/update", "time/step", "update_tflop"):
             assert r[key] > 0, (r["variant"], r["algorithm"], key)
         assert r["completion_length"] > 0 and 0 <= r["padding_frac"] < 1
     # SFPO makes 4 passes where GRPO makes 1: its update FLOPs are 4x on the same shape and response lengths
-    for v in ("fp32", "bf16", "bf16+ckpt"):
+    for v in variants:
         g, s = runs[(v, "grpo")], runs[(v, "sfpo")]
         if g["completion_length"] == s["completion_length"]:
             assert abs(s["update_tflop"] / g["update_tflop"] - 4.0) < 1e-9

@@ -116,6 +116,29 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
     assert_grads_close(g1, g2, rtol=1e-5, atol=1e-7)
 
 
+def test_chunked_head_gives_the_full_logits_loss_and_gradients(tmp_path, monkeypatch):
+    """The default (logits a chunk of tokens at a time, recomputed in the backward) against model.head_chunk_tokens=0
+    (the model's full logits): the same loss and gradients to float32 rounding, ratios 1 at θ0, and the old,
+    reference and training log-probs all went through the chunked head."""
+    import sfpo.policy
+
+    calls = []
+    real = sfpo.policy.head_logprobs
+    monkeypatch.setattr(sfpo.policy, "head_logprobs", lambda *a, **k: calls.append(k["chunk_size"]) or real(*a, **k))
+    # two mini-batches: the old log-probs get their own forward (with one, the first pass's forward gives them)
+    common = ["algorithm.kl_coef=0.1", "optim.micro_batch_size=8", "optim.mini_batches=2"]
+    m0, g0 = first_pass(trainer(tmp_path, common + ["model.head_chunk_tokens=0"], "full"))
+    assert calls == []
+    m1, g1 = first_pass(trainer(tmp_path, common + ["model.head_chunk_tokens=5"], "chunked"))
+    assert calls == [5] * 6  # old and reference log-probs, then the pass: 2 micro-batches each
+    assert m1["reward"] == m0["reward"]  # the same rollout
+    assert m1["ratio/mean"] == pytest.approx(1.0, abs=1e-6) and m1["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert m1["loss"] == pytest.approx(m0["loss"], rel=1e-6, abs=1e-8)
+    assert m1["entropy"] == pytest.approx(m0["entropy"], rel=1e-6)
+    scale = max(float(g.abs().max()) for g in g0)  # float32 rounding at the largest gradient reaches every tensor
+    assert_grads_close(g0, g1, rtol=0, atol=1e-6 * scale)
+
+
 def test_bf16_autocast_close_to_fp32_and_keeps_fp32_masters(tmp_path):
     """bf16 autocast: the loss within 2% and the gradient within 10% of fp32's (bf16 keeps 8 bits of mantissa:
     ~0.4% per rounding, accumulated over the layers), ratios 1 at θ0, and everything the optimizer and SFPO
@@ -199,3 +222,54 @@ def test_bfloat16_weights_warn_too(monkeypatch, caplog):
     model = make_model(make_tokenizer()).to(torch.bfloat16)
     assert sfpo.policy.warn_if_slow_bf16(model, ModelConfig(dtype="bfloat16"))
     assert "bfloat16 weights" in caplog.text
+
+
+@pytest.mark.parametrize("algorithm", [["algorithm.name=grpo"], ["algorithm.name=sfpo", "algorithm.inner_steps=2"]])
+def test_old_logprobs_from_the_first_pass_give_the_same_step(tmp_path, monkeypatch, algorithm):
+    """With one optimizer step per pass, the first pass's own forward (at θ0) gives the old log-probs: no separate
+    forward, ratios exactly 1 in that pass, and the weights after the step those of the separate forward to float32
+    rounding. AdamW's ε is 1 here so that an update is proportional to its gradient: with ε = 1e-8 a gradient that
+    is rounding noise (k_proj's bias has a true gradient of 0) moves its weight by ±lr either way."""
+    common = algorithm + ["optim.micro_batch_size=6", "optim.eps=1.0", "algorithm.switch=never"]
+    handed = trainer(tmp_path, common, "handover")
+    assert handed._old_from_first_pass()
+    seen = []
+    real = Trainer._one_pass
+
+    def spy(self, batch, log, fill_old=False):
+        out = real(self, batch, log, fill_old)
+        seen.append((fill_old, out["ratio/mean"], batch.old_logprobs.clone()))
+        return out
+
+    monkeypatch.setattr(Trainer, "_one_pass", spy)
+    m1 = handed.train_step()
+    passes = 1 if algorithm == ["algorithm.name=grpo"] else 3
+    assert [f for f, _, _ in seen] == [True] + [False] * (passes - 1)
+    assert seen[0][1] == 1.0  # exactly: exp(logp - logp.detach())
+    handed_old = seen[0][2]
+    seen.clear()
+    monkeypatch.setattr(Trainer, "_old_from_first_pass", lambda self: False)
+    separate = trainer(tmp_path, common, "separate")
+    m0 = separate.train_step()
+    assert [f for f, _, _ in seen] == [False] * passes
+    assert m1["reward"] == m0["reward"]  # the same rollout
+    torch.testing.assert_close(handed_old, seen[0][2], rtol=0, atol=1e-6)  # θ0's log-probs, either way
+    assert m1["time/old_logprobs"] < m0["time/old_logprobs"]
+    for a, b in zip(handed.params, separate.params):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(handed.params, trainer(tmp_path, common, "init").params))
+
+
+@pytest.mark.parametrize("overrides", [["optim.mini_batches=2"], ["rollout.old_logprobs=sampling"]])
+def test_old_logprobs_keep_their_own_forward_when_the_first_pass_is_not_exact(tmp_path, overrides):
+    assert not trainer(tmp_path, overrides, "t")._old_from_first_pass()
+
+
+def test_dropout_keeps_the_separate_forward(tmp_path):
+    t = trainer(tmp_path, [], "t")
+    assert t._old_from_first_pass()
+    t.model.config.attention_dropout = 0.1  # a training-mode forward would sample masks
+    assert not t._old_from_first_pass()
+    t.model.config.attention_dropout = 0.0
+    t.model.model.layers[0].mlp.add_module("drop", torch.nn.Dropout(0.1))
+    assert not t._old_from_first_pass()

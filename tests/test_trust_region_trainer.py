@@ -29,10 +29,10 @@ def test_small_budget_holds_on_the_batch(tmp_path, monkeypatch):
     budget, seen = 1e-3, []
     real = trainer_mod.Trainer._one_pass
 
-    def watched(self, batch, log):
+    def watched(self, batch, log, **kwargs):
         if self.update.phase == "slow":  # the weights are θ̃ here: measure it ourselves
             seen.append(self._batch_kl(batch))
-        return real(self, batch, log)
+        return real(self, batch, log, **kwargs)
 
     monkeypatch.setattr(trainer_mod.Trainer, "_one_pass", watched)
     _, _, recs = run(tmp_path, SFPO + ["algorithm.alpha_rule=kl_budget", f"algorithm.kl_budget={budget}"])
@@ -50,13 +50,14 @@ def test_batch_kl_is_zero_at_theta0_and_positive_after_a_pass(tmp_path):
     batch_holder = {}
     real = tr._one_pass
 
-    def grab(batch, log):
+    def grab(batch, log, **kwargs):
         batch_holder.setdefault("kl0", tr._batch_kl(batch))
-        out = real(batch, log)
+        out = real(batch, log, **kwargs)
         batch_holder.setdefault("kl1", tr._batch_kl(batch))
         return out
 
     tr._one_pass = grab
+    tr._old_from_first_pass = lambda: False  # old log-probs by their own forward, before the first pass
     tr.train_step()
     # recomputed old log-probs are the same forward in eval mode: KL at θ0 is exactly 0
     assert batch_holder["kl0"] == 0.0 and batch_holder["kl1"] > 0.0

@@ -3,7 +3,7 @@ machine: the parts run in order of value, each in its own process with a hard de
 written into the output folder the moment it ends, so a run cut short still returns what ran.
 
   native       the native trainer on a Qwen2.5-0.5B-shaped model: GRPO and SFPO steps in bf16, bf16 + activation
-               checkpointing (+ the chunked log-prob head where the config has it) and fp32 — per-phase times,
+               checkpointing (all with the chunked log-prob head), that with full logits, and fp32 — per-phase times,
                peak memory, update MFU, SFPO/GRPO step ratio (benchmarks/gpu_check.py)
   equivalence  SFPO α=0 ≡ GRPO and α=1 ≡ GRPO-(K+1), native trainer and TRL's SFPOTrainer, deterministic CUDA
                (benchmarks/gpu/equivalence.py)
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
 # the native variants in order of value: what real runs use first, fp32 last
-NATIVE_ORDER = ["bf16", "bf16+ckpt+chunk", "bf16+ckpt", "fp32"]
+NATIVE_ORDER = ["bf16", "bf16+ckpt", "bf16+ckpt+full-logits", "fp32"]
 
 VERL_REASONS = [
     "verl 0.9.1 requires transformers>=5.5.3,<5.11; the GPU machine has 5.17 and carrying another transformers "

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from sfpo.core.losses import HEAD_CHUNK_TOKENS
 from sfpo.core.params import SFPOParams
 
 __all__ = ["ConfigError", "ModelConfig", "TaskConfig", "RolloutConfig", "AlgorithmConfig", "OptimConfig",
@@ -95,6 +96,12 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass of the training passes (transformers'
     activation checkpointing): activation memory of one layer instead of all, ≈1/3 more compute."""
+    head_chunk_tokens: int = HEAD_CHUNK_TOKENS
+    """Tokens whose logits exist at once when the trainer computes log-probs and entropies (training passes, old
+    and reference log-probs, the trust-region KL): the model body runs to its final hidden states and the output
+    head runs on the response tokens in chunks of this many, recomputed in the backward, so memory for the head is
+    chunk × vocabulary instead of tokens × vocabulary (``sfpo.core.head_logprobs``; default measured with
+    benchmarks/bench_head.py). 0: the model's own forward with full (B, T, V) logits."""
 
     def __post_init__(self) -> None:
         _check_bounds(self, "model.", {
@@ -102,6 +109,7 @@ class ModelConfig:
             "warmup_seed": at_least(0, "torch seeds are non-negative"),
             "lora_rank": at_least(0, "0 trains every weight, > 0 LoRA adapters of that rank"),
             "lora_alpha": above(0, "LoRA scales its update by lora_alpha / lora_rank; 0 would train nothing"),
+            "head_chunk_tokens": at_least(0, "tokens per chunk of the output head; 0 = full logits"),
         })
 
 

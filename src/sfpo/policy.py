@@ -2,7 +2,9 @@
 
 ``load_policy`` returns a transformers causal LM and its tokenizer, wrapped in PEFT LoRA when asked;
 ``sequence_logprobs`` runs the training forward over prompt+completion and returns per-token log-probs and
-entropies of the completion. No optimisation or sampling here.
+entropies of the completion: by default through the model body to the final hidden states of the response and
+then the output head in chunks of tokens (``sfpo.core.head_logprobs``), so no (B, T, V) logits tensor ever
+exists; ``output_head`` finds the head. No optimisation or sampling here.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from pathlib import Path
 import torch
 
 from sfpo.config import ModelConfig
-from sfpo.core import entropy_from_logits, token_logprobs
+from sfpo.core.losses import HEAD_CHUNK_TOKENS, entropy_from_logits, head_logprobs, token_logprobs
 
 __all__ = ["PolicyLoadError", "load_policy", "add_lora", "load_for_eval", "resolve_device", "sequence_logprobs",
-           "check_model_folder", "check_weight_files", "check_finite", "nonfinite_params", "deepspeed_unimported",
-           "cpu_has_native_bf16", "warn_if_slow_bf16"]
+           "output_head", "check_model_folder", "check_weight_files", "check_finite", "nonfinite_params",
+           "deepspeed_unimported", "cpu_has_native_bf16", "warn_if_slow_bf16"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,16 +180,73 @@ def load_for_eval(path: str | Path, device: str = "auto", dtype: str | None = No
     return model.to(resolve_device(device)).eval(), tokenizer
 
 
+# Config keys of architectures whose forward changes the logits after the head (Gemma-2/3 soft-capping, Cohere's
+# logit_scale, Granite's logits_scaling): the chunked head would compute other logits than the model, so not used.
+_LOGIT_MODIFIERS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+_fallbacks_logged: set[tuple[str, str]] = set()
+
+
+def output_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear] | str:
+    """(body, head) of a transformers causal LM, PEFT-wrapped or not, when its logits are exactly
+    ``head(body(...).last_hidden_state)`` with a plain ``nn.Linear`` head (tied to the input embedding or not);
+    otherwise the reason why not, as a string."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: LoRA sits inside
+    get_head, get_body = getattr(base, "get_output_embeddings", None), getattr(base, "get_decoder", None)
+    if get_head is None or get_body is None:
+        return f"{type(base).__name__} has no get_output_embeddings/get_decoder"
+    head, body = get_head(), get_body()
+    if type(head) is not torch.nn.Linear:  # a LoRA-wrapped or quantised head computes more than W h + b
+        return f"its output head is a {type(head).__name__}, not a plain torch.nn.Linear"
+    if not isinstance(body, torch.nn.Module) or body is base:
+        return f"{type(base).__name__}.get_decoder() does not return the model body"
+    config = getattr(base, "config", None)
+    for key in _LOGIT_MODIFIERS:
+        value = getattr(config, key, None)
+        if value not in (None, 1, 1.0, 0, 0.0):
+            return f"its config sets {key}={value}, which changes the logits after the head"
+    return body, head
+
+
+def _log_fallback(model: torch.nn.Module, reason: str) -> None:
+    key = (type(model).__name__, reason)
+    if key not in _fallbacks_logged:
+        _fallbacks_logged.add(key)
+        logger.warning("log-probs of %s use full (B, T, V) logits, not the chunked head: %s", key[0], reason)
+
+
 def sequence_logprobs(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                       completion_ids: torch.Tensor, completion_mask: torch.Tensor, temperature: float = 1.0,
-                      with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-token log π(completion) and entropies at ``temperature``: each (B, T), float32."""
+                      with_entropy: bool = True,
+                      chunk_size: int = HEAD_CHUNK_TOKENS) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log π(completion) and entropies at ``temperature``: each (B, T), float32.
+
+    ``chunk_size`` > 0: the body runs to the final hidden states, the head only on the response tokens
+    (``completion_mask`` 1; padding gets 0), ``chunk_size`` tokens at a time; 0, or a model whose head
+    ``output_head`` cannot find (logged once): the model's own forward with full logits. Both agree to float
+    rounding on response tokens."""
     ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (B, P+T)
     attn = torch.cat([prompt_mask, completion_mask], dim=1)
     positions = (attn.cumsum(-1) - 1).clamp_min(0)
     t = completion_ids.shape[1]
+    found = output_head(model) if chunk_size > 0 else None
+    if isinstance(found, str):
+        _log_fallback(model, found)
+    # no KV cache (either path): nothing decodes after a training forward, and with checkpointing transformers
+    # refuses one
+    if isinstance(found, tuple):
+        body, head = found
+        hidden = body(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=False).last_hidden_state
+        hidden = hidden[:, -(t + 1):-1]  # (B, T, d): positions P-1 .. P+T-2 predict the T completion tokens
+        keep = completion_mask.bool()
+        logp = hidden.new_zeros(completion_ids.shape, dtype=torch.float32)
+        entropy = logp.clone() if with_entropy else None
+        lp, ent = head_logprobs(hidden[keep], head.weight, completion_ids[keep], temperature, bias=head.bias,
+                                chunk_size=chunk_size, with_entropy=with_entropy)
+        logp = logp.masked_scatter(keep, lp)
+        if with_entropy:
+            entropy = entropy.masked_scatter(keep, ent)
+        return logp, entropy
     # logits at positions P-1 .. P+T-2 predict the T completion tokens; skip the prompt's other positions
-    # no KV cache: nothing decodes after a training forward, and with checkpointing transformers refuses one
     logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1,
                    use_cache=False).logits[:, :-1]
     logp = token_logprobs(logits, completion_ids, temperature)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -37,6 +38,17 @@ from sfpo.rollout import SamplingParams, make_engine
 __all__ = ["Trainer", "RewardError", "NonFiniteError", "TrainingStalled", "CheckpointError", "Preempted"]
 
 logger = logging.getLogger(__name__)
+
+
+def _dropout_active(model: torch.nn.Module) -> bool:
+    """Whether a training-mode forward samples dropout masks (a dropout module, or a config value > 0 named
+    ``*dropout*`` or ``*pdrop`` as GPT-2's): then it is not the policy the old log-probs describe."""
+    if any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
+        return True
+    config = getattr(model, "config", None)
+    values = config.to_dict() if hasattr(config, "to_dict") else {}
+    return any(("dropout" in k or k.endswith("pdrop")) and isinstance(v, (int, float)) and v > 0
+               for k, v in values.items())
 
 
 class NonFiniteError(FloatingPointError):
@@ -266,9 +278,11 @@ class Trainer:
         t0 = time.perf_counter()
         active = self.switch.active
         pass_metrics: list[dict[str, float]] = []
+        fill_old = self._old_from_first_pass()  # then the first pass's forward writes batch.old_logprobs
         try:
-            upd = self.update.step(lambda: self._guarded(self._one_pass(batch, pass_metrics)), active=active,
-                                   measure_kl=functools.partial(self._batch_kl, batch))
+            upd = self.update.step(
+                lambda: self._guarded(self._one_pass(batch, pass_metrics, fill_old=fill_old and not pass_metrics)),
+                active=active, measure_kl=functools.partial(self._batch_kl, batch))
         except NonFiniteError as e:
             restored = self.update.abort()
             self.nan_skips += 1
@@ -331,17 +345,21 @@ class Trainer:
         def logprobs_of(model) -> torch.Tensor:
             was = model.training
             model.eval()
+            rows = Batch(ids, pmask, cids, cmask, advantages, old_logprobs=cmask, ref_logprobs=None)  # no old yet
             if self.cfg.optim.micro_batch_tokens:  # the training passes' micro-batches: ratios exactly 1 at θ0
-                rows = Batch(ids, pmask, cids, cmask, advantages, old_logprobs=cmask, ref_logprobs=None)  # no old yet
                 out = self._bucketed_logprobs(model, rows)
             else:
-                with self._autocast():
-                    out = torch.cat([sequence_logprobs(model, ids[s], pmask[s], cids[s], cmask[s], r.temperature,
-                                                       False)[0] for s in chunks(len(cids), size=mb)])
+                out = torch.cat([self._logprobs(model, rows.rows(s), with_entropy=False)[0]
+                                 for s in chunks(len(cids), size=mb)])
             model.train(was)
             return out
 
-        old = rollout.sampling_logprobs.to(self.device) if r.old_logprobs == "sampling" else logprobs_of(self.model)
+        if r.old_logprobs == "sampling":
+            old = rollout.sampling_logprobs.to(self.device)
+        elif self._old_from_first_pass():
+            old = torch.zeros(cids.shape, dtype=torch.float32, device=self.device)  # written by the first pass
+        else:
+            old = logprobs_of(self.model)
         ref = logprobs_of(self.ref_model) if self.ref_model is not None else None
         return Batch(ids, pmask, cids, cmask, advantages, old, ref)
 
@@ -355,30 +373,38 @@ class Trainer:
         total, tokens = 0.0, 0.0
         for s in chunks(len(batch), size=self.cfg.optim.micro_batch_size or len(batch)):
             m = batch.rows(s).trimmed()
-            with self._autocast():  # the precision the old log-probs were computed in: KL 0 at θ0
-                logp, _ = sequence_logprobs(self.model, m.prompt_ids, m.prompt_mask, m.completion_ids,
-                                            m.completion_mask, self.cfg.rollout.temperature, False)
+            logp, _ = self._logprobs(self.model, m, with_entropy=False)  # as the old log-probs were: KL 0 at θ0
             d = (logp - m.old_logprobs) * m.completion_mask
             total += float(((torch.exp(d) - 1 - d) * m.completion_mask).sum())
             tokens += float(m.completion_mask.sum())
         self.model.train(was)
         return total / max(tokens, 1.0)
 
-    def _one_pass(self, batch: Batch, log: list[dict[str, float]]) -> dict[str, float]:
-        """One pass of the base update: an optimizer step per mini-batch, micro-batched gradient accumulation."""
+    def _old_from_first_pass(self) -> bool:
+        """Whether the first pass's own forward gives the old log-probs exactly, saving a forward over the batch (as
+        TRL's GRPO with one iteration): the pass starts at θ0 and is one optimizer step, so every micro-batch of it
+        runs at θ0, and a training-mode forward is the θ0 policy (no dropout). Not with ``old_logprobs=sampling``."""
+        return (self.cfg.rollout.old_logprobs == "recompute" and self.cfg.optim.mini_batches == 1
+                and not _dropout_active(self.model))
+
+    def _one_pass(self, batch: Batch, log: list[dict[str, float]], fill_old: bool = False) -> dict[str, float]:
+        """One pass of the base update: an optimizer step per mini-batch, micro-batched gradient accumulation.
+        ``fill_old``: this pass runs at θ0 (see ``_old_from_first_pass``); its log-probs, detached, are the old
+        log-probs, written into ``batch`` for the passes after it (ratios exactly 1 here)."""
         o = self.cfg.optim
         sums: dict[str, float] = {}
         n_mb = 0
-        for _, mini, micro in self._layout(batch):
+        for ms, mini, micro in self._layout(batch):
             norm = loss_normalizer(self.loss_cfg.aggregation, mini.completion_mask)
             self.optimizer.zero_grad(set_to_none=True)
             loss_total = 0.0
             micro_metrics: dict[str, float] = {}
             for rows in micro:
                 m = mini.rows(rows).trimmed()
-                with self._autocast():
-                    logp, ent = sequence_logprobs(self.model, m.prompt_ids, m.prompt_mask, m.completion_ids,
-                                                  m.completion_mask, self.cfg.rollout.temperature)
+                logp, ent = self._logprobs(self.model, m)
+                if fill_old:
+                    m = dataclasses.replace(m, old_logprobs=logp.detach())
+                    batch.old_logprobs[self._row_index(ms, rows), :logp.shape[1]] = m.old_logprobs
                 loss, metrics = policy_loss(logp, m.old_logprobs, m.advantages, m.completion_mask, self.loss_cfg,
                                             ref_logprobs=m.ref_logprobs, entropy=ent, normalizer=norm)
                 loss.backward()
@@ -416,6 +442,14 @@ class Trainer:
                 enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def _logprobs(self, model, m: Batch, with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs and entropies (B, T) of ``m``'s responses under ``model``, as every pass and measurement of the
+        trainer computes them: in the configured precision, through the chunked head (``model.head_chunk_tokens``)."""
+        with self._autocast():
+            return sequence_logprobs(model, m.prompt_ids, m.prompt_mask, m.completion_ids, m.completion_mask,
+                                     self.cfg.rollout.temperature, with_entropy,
+                                     chunk_size=self.cfg.model.head_chunk_tokens)
 
     def _autocast(self):
         if self._autocast_dtype is None:
@@ -463,13 +497,14 @@ class Trainer:
         for ms, mini, micro in self._layout(batch):
             for rows in micro:
                 m = mini.rows(rows).trimmed()
-                with self._autocast():
-                    logp = sequence_logprobs(model, m.prompt_ids, m.prompt_mask, m.completion_ids, m.completion_mask,
-                                             self.cfg.rollout.temperature, False)[0]
-                idx = torch.arange(ms.start, ms.stop, device=self.device)[rows.to(self.device)
-                                                                           if torch.is_tensor(rows) else rows]
-                out[idx, :logp.shape[1]] = logp
+                logp = self._logprobs(model, m, with_entropy=False)[0]
+                out[self._row_index(ms, rows), :logp.shape[1]] = logp
         return out
+
+    def _row_index(self, ms: slice, rows) -> torch.Tensor:
+        """Batch rows of micro-batch ``rows`` (a slice or index tensor into mini-batch ``ms``)."""
+        return torch.arange(ms.start, ms.stop, device=self.device)[rows.to(self.device) if torch.is_tensor(rows)
+                                                                   else rows]
 
     def _budget_spent(self) -> bool:
         return bool(self.cfg.max_rollouts) and self.rollouts >= self.cfg.max_rollouts

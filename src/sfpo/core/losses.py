@@ -2,7 +2,10 @@
 
 ``policy_loss`` returns ``(loss, metrics)``; it never calls ``backward`` and holds no state. Aggregation over
 tokens is explicit, and a ``normalizer`` makes micro-batched gradient accumulation equal to the full batch.
-Computing log-probs and entropies from logits is the caller's job (helpers below); no model code lives here.
+Log-probs and entropies come either from full logits (``token_logprobs``, ``entropy_from_logits``) or straight from
+the final hidden states and the output head (``head_logprobs``: chunked over tokens, only one chunk's logits and
+their softmax alive at a time, forward or backward). No model code lives here: finding a model's head is
+``sfpo.policy``'s job.
 
 Shapes: B = responses in the (micro-)batch, T = response length (padded); masks are 1 on response tokens.
 """
@@ -15,10 +18,14 @@ from typing import Literal
 import torch
 
 __all__ = ["LossConfig", "AGGREGATIONS", "policy_loss", "aggregate", "loss_normalizer", "token_logprobs",
-           "entropy_from_logits"]
+           "entropy_from_logits", "head_logprobs", "HEAD_CHUNK_TOKENS"]
 
 Aggregation = Literal["token_mean", "seq_mean_token_mean", "constant_length"]
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "constant_length")
+HEAD_CHUNK_TOKENS = 512
+"""Tokens per chunk of ``head_logprobs``, from benchmarks/bench_head.py (docs/gpu.md): at a 151,936-token
+vocabulary its peak stays ≥ 16× below full logits at 8k tokens and its CPU time below theirs; 128 halves the peak
+but is slower."""
 
 
 @dataclass(frozen=True)
@@ -177,3 +184,101 @@ def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch
         logits = logits / temperature
     probs = torch.softmax(logits, dim=-1)
     return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ_v a[n, v] b[n, v] as a batched matmul: (N, V), (N, V) -> (N,) without an (N, V) product tensor."""
+    return (a[:, None, :] @ b[:, :, None])[:, 0, 0]
+
+
+class _ChunkedHead(torch.autograd.Function):
+    """log π(token) and H at temperature τ from hidden states (N, d) and a head (V, d) [+ bias (V,)], one chunk of
+    tokens at a time. The backward recomputes each chunk's logits z = (h Wᵀ + b)/τ instead of keeping them, with
+    p = softmax(z):  ∂ log p_y/∂z = onehot(y) − p,  ∂H/∂z = −p ⊙ (z − Σ p z)  (H = lse(z) − Σ p z).
+    The matmuls run in the dtype the forward's logits had (bf16 under autocast, as the full path's); the softmax
+    arithmetic and the results are float32 (float64 from float64 inputs)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, temperature: float, chunk: int, with_entropy: bool):
+        n = hidden.shape[0]
+        compute_dtype = torch.nn.functional.linear(hidden[:1], weight[:1]).dtype  # bf16 under autocast
+        out_dtype = torch.promote_types(compute_dtype, torch.float32)  # float32, or float64 from float64
+        logp = torch.empty(n, dtype=out_dtype, device=hidden.device)
+        ent = torch.empty(n, dtype=out_dtype, device=hidden.device) if with_entropy else None
+        for s in range(0, n, chunk):
+            logits = torch.nn.functional.linear(hidden[s:s + chunk], weight, bias)  # (n_c, V), autocast applies
+            z = logits.to(out_dtype)
+            del logits
+            if temperature != 1.0:
+                z = z.div_(temperature)
+            lse = torch.logsumexp(z, dim=-1)
+            logp[s:s + chunk] = z.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - lse
+            if with_entropy:
+                ent[s:s + chunk] = lse - torch.softmax(z, dim=-1).mul_(z).sum(-1)  # entropy_from_logits' sum
+            del z  # before the next chunk's logits exist
+        ctx.save_for_backward(hidden, weight, bias, targets)
+        ctx.temperature, ctx.chunk, ctx.compute_dtype, ctx.out_dtype = temperature, chunk, compute_dtype, out_dtype
+        ctx.mark_non_differentiable(targets)
+        return logp, ent
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_logp, grad_ent):
+        hidden, weight, bias, targets = ctx.saved_tensors
+        tau, chunk, dtype, out_dtype = ctx.temperature, ctx.chunk, ctx.compute_dtype, ctx.out_dtype
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        w = weight.to(dtype)  # one cast for all chunks (autocast casts once per forward, too)
+        b = bias.to(dtype) if bias is not None else None
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=out_dtype, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=out_dtype, device=bias.device) if need_b else None
+        with torch.autocast(hidden.device.type, enabled=False):  # the forward's dtype, whatever the caller's
+            for s in range(0, hidden.shape[0], chunk):
+                h = hidden[s:s + chunk].to(dtype)
+                z = torch.nn.functional.linear(h, w, b).to(out_dtype)  # (n_c, V)
+                if tau != 1.0:
+                    z = z.div_(tau)
+                p = torch.softmax(z, dim=-1)
+                if grad_ent is not None:  # −p (z − Σ p z) g_H, built in z's storage
+                    gz = z.sub_(_rowdot(p, z)[:, None]).mul_(p).mul_(-grad_ent[s:s + chunk, None])
+                else:
+                    gz = z.zero_()
+                if grad_logp is not None:  # (onehot(y) − p) g_logp
+                    g = grad_logp[s:s + chunk, None]
+                    gz.sub_(p.mul_(g)).scatter_add_(-1, targets[s:s + chunk, None], g)
+                del p
+                if tau != 1.0:
+                    gz.div_(tau)
+                gz = gz.to(dtype)
+                if need_h:
+                    grad_h[s:s + chunk] = gz @ w
+                if need_w:
+                    if dtype == out_dtype:
+                        grad_w.addmm_(gz.t(), h)
+                    else:
+                        grad_w.add_(gz.t() @ h)
+                if need_b:
+                    grad_b.add_(gz.sum(0, dtype=out_dtype))
+                del gz  # before the next chunk's logits exist
+        return (grad_h, None if grad_w is None else grad_w.to(weight.dtype),
+                None if grad_b is None else grad_b.to(bias.dtype), None, None, None, None)
+
+
+def head_logprobs(hidden: torch.Tensor, weight: torch.Tensor, token_ids: torch.Tensor, temperature: float = 1.0,
+                  bias: torch.Tensor | None = None, chunk_size: int = HEAD_CHUNK_TOKENS,
+                  with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``token_logprobs`` and ``entropy_from_logits`` of the logits ``hidden @ weightᵀ + bias`` without ever holding
+    them: (..., d), (V, d), (...) -> two (...) float32 tensors (entropy None unless ``with_entropy``).
+
+    Only ``chunk_size`` tokens' logits (chunk_size × V, with their softmax) are alive at a time, in the forward and
+    in the backward, which recomputes them; gradients reach ``hidden``, ``weight`` (a tied embedding included) and
+    ``bias``."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if hidden.shape[:-1] != token_ids.shape:
+        raise ValueError(f"hidden {tuple(hidden.shape)} and token_ids {tuple(token_ids.shape)} must match up to "
+                         "the hidden size")
+    shape = token_ids.shape
+    logp, ent = _ChunkedHead.apply(hidden.reshape(-1, hidden.shape[-1]), weight, bias, token_ids.reshape(-1),
+                                   float(temperature), int(chunk_size), with_entropy)
+    return logp.view(shape), (ent.view(shape) if with_entropy else None)
