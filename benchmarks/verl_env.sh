@@ -3,7 +3,7 @@
 # older transformers, so it never shares the main venv), runs the verl tests in it, and with --bench prints the
 # per-step overhead of the SFPO worker against plain verl with the same passes (a table, then one JSON line).
 #
-#   bash benchmarks/verl_env.sh            # create or reuse the env, run: pytest -m verl tests/integrations/test_verl.py
+#   bash benchmarks/verl_env.sh            # create or reuse the env, run the verl-marked tests (bench_verl's smoke too)
 #   bash benchmarks/verl_env.sh --bench    # ... then benchmarks/bench_verl.py
 #   VERL_ENV=/path/env BENCH_ARGS="--steps 8" bash benchmarks/verl_env.sh --bench
 #
@@ -29,7 +29,7 @@ fi
 '| transformers', transformers.__version__, '| ray', ray.__version__)" 2>/dev/null
 
 cd "$ROOT"
-"$PY" -m pytest -m verl tests/integrations/test_verl.py -p no:cacheprovider -q
+"$PY" -m pytest -m verl tests/integrations/test_verl.py tests/test_benchmarks_smoke.py -p no:cacheprovider -q
 
 [ "${1:-}" = "--bench" ] || exit 0
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
