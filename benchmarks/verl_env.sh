@@ -29,7 +29,8 @@ fi
 '| transformers', transformers.__version__, '| ray', ray.__version__)" 2>/dev/null
 
 cd "$ROOT"
-"$PY" -m pytest -m verl tests/integrations/test_verl.py tests/test_benchmarks_smoke.py -p no:cacheprovider -q
+# -o addopts=: not the checkout's `-n auto` (pytest-xdist is not installed here; these tests run serially)
+"$PY" -m pytest -m verl tests/integrations/test_verl.py tests/test_benchmarks_smoke.py -o addopts= -p no:cacheprovider -q
 
 [ "${1:-}" = "--bench" ] || exit 0
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags

@@ -5,10 +5,16 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one pytest-xdist worker per core: one thread each, child processes too
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
+import torch
 
 from tiny import ToyTask, make_tokenizer
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # two 2-thread torch processes on 2 cores slow each other 10-25x (ENVIRONMENT.md)
 
 
 @pytest.fixture
