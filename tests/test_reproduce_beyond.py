@@ -81,3 +81,17 @@ def test_the_committed_reports_regenerate_byte_for_byte(tmp_path):
         assert main(["--grid", grid, "--analyse-only", "--records", records, "--report", str(report)]) == 0
         for f in files:
             assert (tmp_path / f).read_bytes() == (docs / f).read_bytes(), f"{f} differs from what its records give"
+
+
+def test_issue24_plans_each_run_once():
+    # with the committed records the momentum choice exists, so arithmetic's held-out GRPO-4 and SFPO runs are
+    # planned both as α-sweep points and as momentum's baselines: 18 runs were planned twice and the report's
+    # "n of N planned runs" counted them twice
+    from sfpo.reproduce.grid import CHECKOUT
+
+    recs = reproduce_grid.load_records(CHECKOUT / "docs" / "reproduction" / "records")
+    runs, waiting = reproduce_grid.plan_issue24(recs)
+    names = [reproduce_grid.name_of(r) for r in runs]
+    assert not waiting and len(names) == len(set(names))
+    assert names.count(reproduce_grid.name_of(reproduce_grid.spec("arithmetic", "grpo_4passes", 3e-5, 1, 1))) == 1
+    assert len(runs) == 99  # α sweep 45, momentum sweep 6, momentum held-out 2 tasks × 27 less 18 shared, plateau 12

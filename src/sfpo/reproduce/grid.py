@@ -252,7 +252,9 @@ def plan_issue24(records: list[dict]) -> tuple[list[dict], list[str]]:
     runs += [spec("arith_long", m, lr, 0, s) for s in SEEDS for m, lr in long]
     if variant is None:
         waiting.append("the plateau runs of the best new variant: after the momentum sweep")
-    return runs, waiting
+    # arithmetic's held-out GRPO-4 and SFPO are both α-sweep points (α = 1, 0.8) and momentum's baselines: plan
+    # each run once, so "n of N planned" counts runs, not mentions
+    return list({name_of(r): r for r in runs}.values()), waiting
 
 
 # ------------------------------------------------------------------------------------------- records
