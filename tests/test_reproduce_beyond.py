@@ -95,3 +95,25 @@ def test_issue24_plans_each_run_once():
     assert not waiting and len(names) == len(set(names))
     assert names.count(reproduce_grid.name_of(reproduce_grid.spec("arithmetic", "grpo_4passes", 3e-5, 1, 1))) == 1
     assert len(runs) == 99  # α sweep 45, momentum sweep 6, momentum held-out 2 tasks × 27 less 18 shared, plateau 12
+
+
+def _row(best_val: str, test: str) -> dict:
+    return {"vs_grpo_4passes": {"best_val_diff": {"verdict": best_val}, "test_of_best_diff": {"verdict": test}}}
+
+
+def test_the_answer_names_where_momentum_beats_the_control_and_what_the_plateau_runs_say():
+    effect = {"point": -0.01, "ci": [-0.02, 0.005], "n": 3, "verdict": "within noise"}
+    out = {"alpha": {}, "momentum_choice": {"mu": 0.5, "lr": 3e-5},
+           "momentum": {"arithmetic": _row("higher", "within noise"), "countdown": _row("within noise", "lower")},
+           "plateau": {"grpo": {"plateau_steps": {"p0s1": 310, "p0s2": None}, "vs": {}},
+                       "grpo_4passes": {"plateau_steps": {"p0s1": 490, "p0s2": 500},
+                                        "vs": {"grpo": {"best_val_diff": effect},
+                                               "sfpo_noswitch": {"best_val_diff": effect}}}}}
+    said = reproduce_beyond.answer(out)
+    assert "beats GRPO-4 on arithmetic only" in said
+    assert "GRPO plateaued in 1 of 2 long runs, GRPO-4 plateaued in 2 of 2" in said
+    assert "sfpo_noswitch -0.010 [-0.020, +0.005] within noise (n=3)" in said and "grpo -0.010" not in said
+    out["momentum"]["arithmetic"] = _row("within noise", "within noise")
+    assert "beats GRPO-4 on neither task" in reproduce_beyond.answer(out)
+    out["momentum"] = {t: _row("higher", "higher") for t in ("arithmetic", "countdown")}
+    assert "beats GRPO-4 on both tasks" in reproduce_beyond.answer(out)

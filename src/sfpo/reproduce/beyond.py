@@ -124,18 +124,26 @@ def answer(out: dict) -> str:
         c = out["momentum_choice"]
         both = {t: _beats(out["momentum"].get(t)) for t in SWEPT}
         if all(v is not None for v in both.values()):
-            verdict = "beats GRPO-4 on both tasks" if all(both.values()) else \
-                "does not beat GRPO-4 on both tasks (" + ", ".join(f"{t}: {'yes' if v else 'no'}"
-                                                                   for t, v in both.items()) + ")"
+            won = [t for t, v in both.items() if v]
+            verdict = ("beats GRPO-4 on both tasks" if len(won) == len(both) else
+                       "beats GRPO-4 on neither task" if not won else
+                       f"beats GRPO-4 on {', '.join(won)} only")
         else:
             verdict = "its held-out comparison has not finished"
         parts.append(f"Outer momentum (chosen μ = {c['mu']}, lr {c['lr']:.0e}): {verdict}.")
     else:
         parts.append("Outer momentum: its sweep has not finished.")
     if out["plateau"].get("grpo"):
-        steps = out["plateau"]["grpo"]["plateau_steps"]
-        parts.append(f"Plateau: GRPO plateaued in {sum(v is not None for v in steps.values())} of {len(steps)} "
-                     "long runs.")
+        said = []
+        for base in ("grpo", CONTROL):
+            steps = out["plateau"].get(base, {}).get("plateau_steps", {})
+            said.append(f"{'GRPO' if base == 'grpo' else 'GRPO-4'} plateaued in {sum(v is not None for v in steps.values())} of "
+                        f"{len(steps)} long runs")
+        vs = out["plateau"].get(CONTROL, {}).get("vs", {})
+        others = [f"{m} {_diff(e['best_val_diff'])}" for m, e in vs.items() if m != "grpo"]
+        parts.append("Plateau (arithmetic, 600 steps): " + ", ".join(said)
+                     + (f"; best validation against GRPO-4's where it plateaued: {'; '.join(others)}" if others else "")
+                     + ".")
     else:
         parts.append("Plateau regime: not run yet.")
     return " ".join(parts)
