@@ -1,6 +1,8 @@
 """Issue 24's analysis on hand-made run records (no training): the plateau criterion, the momentum choice, the
 α sweep's comparison against GRPO-4 and the computed answer."""
 
+import pytest
+
 from sfpo.reproduce import beyond as reproduce_beyond
 from sfpo.reproduce import grid as reproduce_grid
 from test_reproduce_analysis import record
@@ -111,9 +113,35 @@ def test_the_answer_names_where_momentum_beats_the_control_and_what_the_plateau_
                                                "sfpo_noswitch": {"best_val_diff": effect}}}}}
     said = reproduce_beyond.answer(out)
     assert "beats GRPO-4 on arithmetic only" in said
-    assert "GRPO plateaued in 1 of 2 long runs, GRPO-4 plateaued in 2 of 2" in said
+    assert "GRPO met the plateau criterion in 1 of 2 long runs, GRPO-4 met the plateau criterion in 2 of 2" in said
+    assert "had not flattened" not in said  # no run's end is known: nothing is said about it
     assert "sfpo_noswitch -0.010 [-0.020, +0.005] within noise (n=3)" in said and "grpo -0.010" not in said
     out["momentum"]["arithmetic"] = _row("within noise", "within noise")
     assert "beats GRPO-4 on neither task" in reproduce_beyond.answer(out)
     out["momentum"] = {t: _row("higher", "higher") for t in ("arithmetic", "countdown")}
     assert "beats GRPO-4 on both tasks" in reproduce_beyond.answer(out)
+
+
+def _long(method: str, seed: int, accs: list[float]) -> dict:
+    rec = dict(record(method, 0, seed, 2000, max(accs), lr=3e-5))
+    rec.update(task="arith_long", val=_curve(accs), best_step=5 * accs.index(max(accs)), steps=5 * (len(accs) - 1))
+    return rec
+
+
+def test_the_plateau_report_says_whether_the_curves_still_rose_at_their_end(tmp_path):
+    # GRPO pauses at steps 100-225 (the criterion fires), then rises 0.01 an evaluation to its end; GRPO-4 rises, then is flat
+    # for its last 150 steps; so the criterion fires for both, but only GRPO was still rising at the end
+    grpo = [0.3 + 0.01 * min(i, 20) + 0.01 * max(0, i - 45) for i in range(61)]
+    four = [0.3 + 0.02 * min(i, 30) for i in range(61)]
+    recs = _alpha_grid(0.58) + [_long(m, s, [a + 0.001 * s for a in accs]) for s in (1, 2)
+                                for m, accs in (("grpo", grpo), ("grpo_4passes", four))]
+    out = reproduce_beyond.analyse_beyond(recs)
+    run = out["plateau_runs"]["grpo"]["p0s1"]
+    assert run["plateau_step"] is not None and run["end_gain"] == pytest.approx(0.135, abs=1e-9)  # mean(0.62..0.65) - 0.5
+    assert out["plateau_runs"]["grpo_4passes"]["p0s2"]["end_gain"] == pytest.approx(0.0, abs=1e-9)
+    assert "GRPO met the plateau criterion in 2 of 2 long runs" in out["answer"]
+    assert "2 of 4 long runs (GRPO 2 of 2, GRPO-4 0 of 2) still rose" in out["answer"]
+    reproduce_beyond.write_beyond_report(recs, 4, 4, [], tmp_path, {})
+    md = (tmp_path / "beyond_sfpo.md").read_text()
+    assert "| `grpo` | 2 | " in md and "+0.135, +0.135 |" in md
+    assert (tmp_path / "beyond_plateau.png").stat().st_size > 1000

@@ -2,7 +2,7 @@
 Nesterov momentum, and the plateau regime, each against GRPO with the same K+1 passes per batch (GRPO-4), with
 the same paired two-level bootstrap intervals as the main report. Built from the run records alone
 (`sfpo reproduce --grid issue24 --analyse-only`): docs/reproduction/beyond_sfpo.md,
-results_beyond.json and beyond_alpha.png."""
+results_beyond.json, beyond_alpha.png and beyond_plateau.png."""
 
 from __future__ import annotations
 
@@ -48,11 +48,24 @@ def plateau_step(rec: dict, window: int = PLATEAU["window"], min_gain: float = P
     return None
 
 
+def end_gain(rec: dict, window: int = PLATEAU["window"], smooth: int = PLATEAU["smooth"]) -> float | None:
+    """How much the run's smoothed validation accuracy rose over its last ``window`` steps: a run whose curve
+    still rises at its end had not plateaued there, whatever the criterion said earlier."""
+    curve = dict(smoothed(rec["val"], smooth))
+    last = max(curve, default=None)
+    return None if last is None or last - window not in curve else curve[last] - curve[last - window]
+
+
+def long_run(rec: dict) -> dict:
+    return {"plateau_step": plateau_step(rec), "best_step": rec["best_step"], "end_gain": end_gain(rec),
+            "best_val": rec["best_val"], "test_of_best": rec["test_of_best"], "steps": rec["steps"]}
+
+
 def analyse_beyond(records: list[dict]) -> dict:
     cells = index(records)
     best = {t: best_lrs(records, t) for t in SWEPT}
     out: dict = {"control": CONTROL, "alpha": {}, "momentum_sweep": {}, "momentum_choice": None,
-                 "momentum": {}, "plateau": {}}
+                 "momentum": {}, "plateau": {}, "plateau_runs": {}}
     # (1) α through 1 on arithmetic, every α at the same lr; α = 1 is the control itself
     for a, method in sorted(ALPHA_SWEEP.items()):
         row = _row(cells, "arithmetic", method, ALPHA_SWEEP_LR, {"grpo": best["arithmetic"]["grpo"],
@@ -78,6 +91,9 @@ def analyse_beyond(records: list[dict]) -> dict:
                 out["momentum"][task] = {"method": method, **row}
     # (3) the plateau regime: the baseline's best is reached-for only where the baseline plateaued
     long = {(m, lr): c for (t, m, lr), c in cells.items() if t == "arith_long"}
+    for (m, _), cell in sorted(long.items()):
+        out["plateau_runs"][m] = {f"p{p}s{s}": long_run(r) for p, seeds in sorted(cell.items())
+                                  for s, r in sorted(seeds.items())}
     for base in ("grpo", CONTROL):
         base_cell = next((c for (m, _), c in long.items() if m == base), None)
         if not base_cell:
@@ -137,13 +153,25 @@ def answer(out: dict) -> str:
         said = []
         for base in ("grpo", CONTROL):
             steps = out["plateau"].get(base, {}).get("plateau_steps", {})
-            said.append(f"{'GRPO' if base == 'grpo' else 'GRPO-4'} plateaued in {sum(v is not None for v in steps.values())} of "
-                        f"{len(steps)} long runs")
+            said.append(f"{'GRPO' if base == 'grpo' else 'GRPO-4'} met the plateau criterion in "
+                        f"{sum(v is not None for v in steps.values())} of {len(steps)} long runs")
         vs = out["plateau"].get(CONTROL, {}).get("vs", {})
         others = [f"{m} {_diff(e['best_val_diff'])}" for m, e in vs.items() if m != "grpo"]
+        runs = out.get("plateau_runs", {})
+        gains = [r["end_gain"] for rs in runs.values() for r in rs.values() if r["end_gain"] is not None]
+        rising = sum(g > PLATEAU["min_gain"] for g in gains)
+        per_base = ", ".join(f"{'GRPO' if b == 'grpo' else 'GRPO-4'} {sum(r['end_gain'] > PLATEAU['min_gain'] for r in rs.values())}"
+                             f" of {len(rs)}" for b in ("grpo", CONTROL) if (rs := {u: r for u, r in runs.get(b, {}).items()
+                                                                                 if r["end_gain"] is not None}))
+        first_best = min((r["best_step"] for rs in runs.values() for r in rs.values()), default=None)
         parts.append("Plateau (arithmetic, 600 steps): " + ", ".join(said)
                      + (f"; best validation against GRPO-4's where it plateaued: {'; '.join(others)}" if others else "")
                      + ".")
+        if rising:
+            parts.append(f"But the curves had not flattened: {rising} of {len(gains)} long runs ({per_base}) still rose "
+                         f"by more than {PLATEAU['min_gain']} over their last {PLATEAU['window']} steps (smoothed gains "
+                         f"{min(gains):+.3f} to {max(gains):+.3f} across all {len(gains)}), and every run's best came at "
+                         f"step {first_best} or later: the criterion caught pauses, not the end of learning.")
     else:
         parts.append("Plateau regime: not run yet.")
     return " ".join(parts)
@@ -174,7 +202,7 @@ def write_beyond_report(records: list[dict], done: int, total: int, waiting: lis
     if partial:
         md += [f"**Partial:** {done} of {total} planned runs have records"
                + (f"; not planned yet: {'; '.join(waiting)}" if waiting else "") + ".", ""]
-    md += ["**Answer so far:** " + analysis["answer"], ""]
+    md += [f"**Answer{' so far' if partial else ''}:** " + analysis["answer"], ""]
     md += ["## 1. The α sweep through 1 (arithmetic, lr " + f"{ALPHA_SWEEP_LR:.0e}, K = 3)", "",
            "θ̃ = θ0 + α(θK − θ0): α < 1 pulls back toward θ0 (the paper's SFPO, α = 0.8), α = 1 is GRPO-4 bit for "
            "bit, α > 1 extrapolates along the fast trajectory.", "",
@@ -214,20 +242,40 @@ def write_beyond_report(records: list[dict], done: int, total: int, waiting: lis
            f"accuracy, averaged over the last {PLATEAU['smooth']} evaluations, has risen by at most "
            f"{PLATEAU['min_gain']} over the previous {PLATEAU['window']} steps. Rollouts to reach a baseline's best "
            "are measured only on the seeds where that baseline plateaued.", ""]
+    if analysis["plateau_runs"]:
+        md += [f"| method | runs | best val (median) | test (median) | best at step | plateau by the criterion at step | "
+               f"smoothed gain over the last {PLATEAU['window']} steps |", "|---|---|---|---|---|---|---|"]
+        for m, runs in analysis["plateau_runs"].items():
+            rs = list(runs.values())
+            md.append(f"| `{m}` | {len(rs)} | {_f(_median([r['best_val'] for r in rs]))} | "
+                      f"{_f(_median([r['test_of_best'] for r in rs]))} | "
+                      + ", ".join(str(r["best_step"]) for r in rs) + " | "
+                      + ", ".join(str(r["plateau_step"]) if r["plateau_step"] is not None else "never" for r in rs)
+                      + " | " + ", ".join("—" if r["end_gain"] is None else f"{r['end_gain']:+.3f}" for r in rs)
+                      + " |")
+        md += ["", "Seeds in the order " + ", ".join(next(iter(analysis["plateau_runs"].values()))) + ".", "",
+               "![validation accuracy of the long runs](beyond_plateau.png)", ""]
     if analysis["plateau"]:
         for base, entry in analysis["plateau"].items():
             steps = ", ".join(f"{u}: {'step ' + str(v) if v is not None else 'never'}"
                               for u, v in entry["plateau_steps"].items())
-            md.append(f"- `{base}` plateaued at — {steps}.")
+            md.append(f"- `{base}` plateaued by the criterion at — {steps}.")
             for m, c in entry["vs"].items():
                 md.append(f"  - `{m}` to reach `{base}`'s best: rollouts {_effect(c['rollouts_ratio'])}; "
-                          f"Δ best val {_diff(c['best_val_diff'])}.")
+                          f"Δ best val {_diff(c['best_val_diff'])}; Δ test {_diff(c['test_of_best_diff'])}.")
         md.append("")
     else:
         md += ["Not run yet.", ""]
     (report / "beyond_sfpo.md").write_text("\n".join(md))
     plot_alpha(analysis, report / "beyond_alpha.png")
+    if analysis["plateau_runs"]:
+        plot_plateau(records, analysis, report / "beyond_plateau.png")
     return results
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
 
 
 def plot_alpha(analysis: dict, path: Path) -> None:
@@ -257,6 +305,40 @@ def plot_alpha(analysis: dict, path: Path) -> None:
     ax.set_ylabel("accuracy − GRPO-4's (95% CI)")
     ax.set_title("arithmetic, lr 3e-5, held-out policies × seeds")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_plateau(records: list[dict], analysis: dict, path: Path) -> None:
+    """The long runs' smoothed validation accuracy against rollouts: each seed faint, their mean bold, and a
+    cross where the plateau criterion fired."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = PLATEAU["smooth"]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, m in enumerate(analysis["plateau_runs"]):
+        color = f"C{i}"
+        runs = [r for r in records if r["task"] == "arith_long" and r["method"] == m]
+        curves = []
+        for r in runs:
+            rollouts = {v[0]: v[1] for v in r["val"]}
+            curve = [(rollouts[s], a) for s, a in smoothed(r["val"], k)]
+            curves.append(curve)
+            ax.plot([x for x, _ in curve], [y for _, y in curve], color=color, lw=0.6, alpha=0.35)
+            stop = plateau_step(r)
+            if stop is not None:
+                ax.plot(rollouts[stop], dict(smoothed(r["val"], k))[stop], "x", color=color, ms=7)
+        n = min(len(c) for c in curves)
+        ax.plot([c[0] for c in curves[0][:n]], [sum(c[j][1] for c in curves) / len(curves) for j in range(n)],
+                color=color, lw=2, label=f"{m} (mean of {len(curves)})")
+    ax.set_xlabel("rollouts")
+    ax.set_ylabel(f"validation accuracy (mean of last {k} evaluations)")
+    ax.set_title("arithmetic, policy 0, 600 steps; × = plateau criterion fired")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
