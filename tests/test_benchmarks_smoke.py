@@ -84,6 +84,17 @@ def test_bench_padding(tmp_path):
     assert paper["micro 1"] == 0 and paper["budget 8 rows"] < paper["micro 8"]  # what token budgets are for
 
 
+def test_bench_prefix(tmp_path):
+    """The prompt-once forward gives the full rows' log-probs and gradients (the script exits non-zero if not) on
+    fewer token-rows."""
+    r, _ = run_bench("bench_prefix.py", "--prompts", "2", "--generations", "3", "--tokens", "4", "--mini-batches", "2",
+                     "--repeats", "1", tmp_path=tmp_path)
+    p = r["shape"]["prompt_tokens"]
+    assert r["token_rows"] == {"full": 6 * (p + 4), "prompt_once": 2 * p + 6 * 4}
+    assert r["logprob_err"] < 1e-5 and r["grad_rel_err"] < 1e-4
+    assert set(r["cpu_ratio"]) == {"pass", "old_logprobs"}
+
+
 def test_bench_step(tmp_path):
     r, _ = run_bench("bench_step.py", "--steps", "1", "--warmup", "0", "rollout.num_prompts=2",
                      "rollout.group_size=2", tmp_path=tmp_path)
