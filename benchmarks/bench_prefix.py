@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_head import _commit  # noqa: E402
 from bench_trl import Setup, _policy  # noqa: E402
+from bench_update_guard import timed  # noqa: E402
 
 
 def make_batch(tok, args):
@@ -109,17 +108,6 @@ def one_pass(model, fn, batch, args, *, grad: bool):
     return torch.cat(lps), grads
 
 
-def timed(f, repeats: int) -> tuple[float, float]:
-    wall, cpu = [], []
-    f()  # warm-up
-    for _ in range(repeats):
-        c0, w0 = time.process_time(), time.perf_counter()
-        f()
-        cpu.append(time.process_time() - c0)
-        wall.append(time.perf_counter() - w0)
-    return statistics.median(wall), statistics.median(cpu)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prompts", type=int, default=32)
@@ -151,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
 
     res = {}
     for name, fn in (("full", logprobs_full), ("prompt_once", logprobs_prompt_once)):
-        res[name] = {"pass": timed(lambda fn=fn: one_pass(model, fn, batch, args, grad=True), args.repeats),
-                     "old_logprobs": timed(lambda fn=fn: one_pass(model, fn, batch, args, grad=False), args.repeats)}
+        res[name] = {}
+        for phase, grad in (("pass", True), ("old_logprobs", False)):
+            run = lambda fn=fn, grad=grad: one_pass(model, fn, batch, args, grad=grad)  # noqa: E731
+            run()  # warm-up
+            res[name][phase] = timed(run, args.repeats)
     print(f"{args.prompts} prompts × {args.generations} completions, prompt {prompt_len} + {args.tokens} tokens, "
           f"{args.mini_batches} mini-batches, {args.threads} thread(s); medians of {args.repeats}")
     print(f"token-rows through the model: full {token_rows['full']}, prompt-once {token_rows['prompt_once']} "

@@ -7,6 +7,7 @@ results_beyond.json, beyond_alpha.png and beyond_plateau.png."""
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from sfpo.reproduce.grid import (ALPHA_SWEEP, ALPHA_SWEEP_LR, MOMENTA, MOMENTUM_LRS, PLATEAU, POLICIES, SEEDS, SELECT,
@@ -14,6 +15,7 @@ from sfpo.reproduce.grid import (ALPHA_SWEEP, ALPHA_SWEEP_LR, MOMENTA, MOMENTUM_
 from sfpo.reproduce.report import _effect, _f, cell_summary, compare
 
 CONTROL = "grpo_4passes"  # the matched control: K+1 = 4 plain passes per batch (α = 1 exactly)
+BASELINES = {"grpo": "GRPO", CONTROL: "GRPO-4"}  # the long runs' baselines, as the answer names them
 
 
 def _cell(cells: dict, task: str, method: str, lr: float) -> dict:
@@ -94,15 +96,16 @@ def analyse_beyond(records: list[dict]) -> dict:
     for (m, _), cell in sorted(long.items()):
         out["plateau_runs"][m] = {f"p{p}s{s}": long_run(r) for p, seeds in sorted(cell.items())
                                   for s, r in sorted(seeds.items())}
-    for base in ("grpo", CONTROL):
+    for base in BASELINES:
         base_cell = next((c for (m, _), c in long.items() if m == base), None)
         if not base_cell:
             continue
-        plateaued = {p: {s: r for s, r in seeds.items() if plateau_step(r) is not None}
+        stop = {(p, s): out["plateau_runs"][base][f"p{p}s{s}"]["plateau_step"]
+                for p, seeds in base_cell.items() for s in seeds}
+        plateaued = {p: {s: r for s, r in seeds.items() if stop[p, s] is not None}
                      for p, seeds in base_cell.items()}
         plateaued = {p: seeds for p, seeds in plateaued.items() if seeds}
-        entry = {"plateau_steps": {f"p{p}s{s}": plateau_step(r) for p, seeds in base_cell.items()
-                                   for s, r in seeds.items()}, "vs": {}}
+        entry = {"plateau_steps": {f"p{p}s{s}": v for (p, s), v in stop.items()}, "vs": {}}
         for (m, lr), cell in sorted(long.items()):
             if m != base and plateaued:
                 entry["vs"][m] = compare(plateaued, cell)
@@ -151,26 +154,26 @@ def answer(out: dict) -> str:
         parts.append("Outer momentum: its sweep has not finished.")
     if out["plateau"].get("grpo"):
         said = []
-        for base in ("grpo", CONTROL):
+        for base, label in BASELINES.items():
             steps = out["plateau"].get(base, {}).get("plateau_steps", {})
-            said.append(f"{'GRPO' if base == 'grpo' else 'GRPO-4'} met the plateau criterion in "
+            said.append(f"{label} met the plateau criterion in "
                         f"{sum(v is not None for v in steps.values())} of {len(steps)} long runs")
         vs = out["plateau"].get(CONTROL, {}).get("vs", {})
         others = [f"{m} {_diff(e['best_val_diff'])}" for m, e in vs.items() if m != "grpo"]
         runs = out.get("plateau_runs", {})
-        gains = [r["end_gain"] for rs in runs.values() for r in rs.values() if r["end_gain"] is not None]
-        rising = sum(g > PLATEAU["min_gain"] for g in gains)
-        per_base = ", ".join(f"{'GRPO' if b == 'grpo' else 'GRPO-4'} {sum(r['end_gain'] > PLATEAU['min_gain'] for r in rs.values())}"
-                             f" of {len(rs)}" for b in ("grpo", CONTROL) if (rs := {u: r for u, r in runs.get(b, {}).items()
-                                                                                 if r["end_gain"] is not None}))
+        gains = {m: [r["end_gain"] for r in rs.values() if r["end_gain"] is not None] for m, rs in runs.items()}
+        every = [g for gs in gains.values() for g in gs]
+        rising = sum(g > PLATEAU["min_gain"] for g in every)
+        per_base = ", ".join(f"{label} {sum(g > PLATEAU['min_gain'] for g in gains[b])} of {len(gains[b])}"
+                             for b, label in BASELINES.items() if gains.get(b))
         first_best = min((r["best_step"] for rs in runs.values() for r in rs.values()), default=None)
         parts.append("Plateau (arithmetic, 600 steps): " + ", ".join(said)
                      + (f"; best validation against GRPO-4's where it plateaued: {'; '.join(others)}" if others else "")
                      + ".")
         if rising:
-            parts.append(f"But the curves had not flattened: {rising} of {len(gains)} long runs ({per_base}) still rose "
+            parts.append(f"But the curves had not flattened: {rising} of {len(every)} long runs ({per_base}) still rose "
                          f"by more than {PLATEAU['min_gain']} over their last {PLATEAU['window']} steps (smoothed gains "
-                         f"{min(gains):+.3f} to {max(gains):+.3f} across all {len(gains)}), and every run's best came at "
+                         f"{min(every):+.3f} to {max(every):+.3f} across all {len(every)}), and every run's best came at "
                          f"step {first_best} or later: the criterion caught pauses, not the end of learning.")
     else:
         parts.append("Plateau regime: not run yet.")
@@ -247,8 +250,8 @@ def write_beyond_report(records: list[dict], done: int, total: int, waiting: lis
                f"smoothed gain over the last {PLATEAU['window']} steps |", "|---|---|---|---|---|---|---|"]
         for m, runs in analysis["plateau_runs"].items():
             rs = list(runs.values())
-            md.append(f"| `{m}` | {len(rs)} | {_f(_median([r['best_val'] for r in rs]))} | "
-                      f"{_f(_median([r['test_of_best'] for r in rs]))} | "
+            md.append(f"| `{m}` | {len(rs)} | {_f(statistics.median(r['best_val'] for r in rs))} | "
+                      f"{_f(statistics.median(r['test_of_best'] for r in rs))} | "
                       + ", ".join(str(r["best_step"]) for r in rs) + " | "
                       + ", ".join(str(r["plateau_step"]) if r["plateau_step"] is not None else "never" for r in rs)
                       + " | " + ", ".join("—" if r["end_gain"] is None else f"{r['end_gain']:+.3f}" for r in rs)
@@ -272,10 +275,6 @@ def write_beyond_report(records: list[dict], done: int, total: int, waiting: lis
         plot_plateau(records, analysis, report / "beyond_plateau.png")
     return results
 
-
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
 
 
 def plot_alpha(analysis: dict, path: Path) -> None:
@@ -320,18 +319,19 @@ def plot_plateau(records: list[dict], analysis: dict, path: Path) -> None:
 
     k = PLATEAU["smooth"]
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, m in enumerate(analysis["plateau_runs"]):
+    for i, (m, long) in enumerate(analysis["plateau_runs"].items()):
         color = f"C{i}"
         runs = [r for r in records if r["task"] == "arith_long" and r["method"] == m]
         curves = []
         for r in runs:
             rollouts = {v[0]: v[1] for v in r["val"]}
-            curve = [(rollouts[s], a) for s, a in smoothed(r["val"], k)]
+            acc = dict(smoothed(r["val"], k))
+            curve = [(rollouts[s], a) for s, a in acc.items()]
             curves.append(curve)
             ax.plot([x for x, _ in curve], [y for _, y in curve], color=color, lw=0.6, alpha=0.35)
-            stop = plateau_step(r)
+            stop = long[f"p{r['policy']}s{r['seed']}"]["plateau_step"]  # computed once, in analyse_beyond
             if stop is not None:
-                ax.plot(rollouts[stop], dict(smoothed(r["val"], k))[stop], "x", color=color, ms=7)
+                ax.plot(rollouts[stop], acc[stop], "x", color=color, ms=7)
         n = min(len(c) for c in curves)
         ax.plot([c[0] for c in curves[0][:n]], [sum(c[j][1] for c in curves) / len(curves) for j in range(n)],
                 color=color, lw=2, label=f"{m} (mean of {len(curves)})")
